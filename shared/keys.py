@@ -1,0 +1,71 @@
+"""Every Redis key and channel coderoom uses, and nothing else (see docs/redis.md).
+
+A room's keys share the hash tag ``{room:<block_id>}`` so that they live in one cluster
+slot and one Lua script may touch them together. Fleet-wide keys carry no room tag.
+Pure functions: no I/O, no f-string key anywhere else in the code base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKeys:
+    """The keys of one room, in the order the Lua scripts take them."""
+
+    state: str  # hash: session, mentor, counters, seq, snap_seq, solved ...
+    members: str  # hash: member id -> "<role><client id>"
+    log: str  # stream: CRDT updates since the snapshot, ids "<seq>-1"
+    doc: str  # string: snapshot (a Yjs update holding the state at snap_seq)
+    channel: str  # pub/sub channel of the room
+
+    def as_list(self) -> list[str]:
+        return [self.state, self.members, self.log, self.doc, self.channel]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key schema under one configurable prefix."""
+
+    prefix: str = "coderoom"
+
+    def room(self, block_id: str) -> RoomKeys:
+        tag = f"{self.prefix}:{{room:{block_id}}}"
+        return RoomKeys(
+            state=f"{tag}:state",
+            members=f"{tag}:members",
+            log=f"{tag}:log",
+            doc=f"{tag}:doc",
+            channel=f"{tag}:ch",
+        )
+
+    @property
+    def rooms(self) -> str:
+        """Set of block ids whose room is open (read by the api for the lobby)."""
+        return f"{self.prefix}:rooms"
+
+    @property
+    def gateways(self) -> str:
+        """Sorted set: gateway id -> last heartbeat (ms since the epoch)."""
+        return f"{self.prefix}:gateways"
+
+    def gateway_rooms(self, gateway_id: str) -> str:
+        """Set of block ids in which a gateway has (or had) members."""
+        return f"{self.prefix}:gw:{gateway_id}:rooms"
+
+    @property
+    def closing(self) -> str:
+        """Sorted set: block id -> when its mentor's grace ends (ms since the epoch)."""
+        return f"{self.prefix}:closing"
+
+    def reap_lock(self, gateway_id: str) -> str:
+        """Short lock so that one gateway at a time reaps a dead one."""
+        return f"{self.prefix}:reap:{gateway_id}"
+
+    def room_from_channel(self, channel: str) -> str | None:
+        """Block id of a room channel name, or None if it is not one of ours."""
+        head = f"{self.prefix}:{{room:"
+        if channel.startswith(head) and channel.endswith("}:ch"):
+            return channel[len(head) : -len("}:ch")]
+        return None

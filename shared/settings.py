@@ -1,0 +1,128 @@
+"""One frozen, validated settings object per process, read from the environment.
+
+Every field is an environment variable of the same name in upper case (``REDIS_URL``,
+``MENTOR_GRACE_SECONDS`` ...). A bad value fails at start, naming the field.
+The Kubernetes ConfigMap/Secret keys are exactly these names (tests check it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the api and the gateway (each reads what it needs)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=False, env_file=None
+    )
+
+    # --- where things are ---------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the service listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the service listens on.")
+    mongodb_url: str = Field(
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+        description="MongoDB connection URL (a real MongoDB or the embedded wire server).",
+    )
+    mongodb_db: str = Field("coderoom", min_length=1, description="MongoDB database name.")
+    mongodb_timeout_ms: int = Field(
+        2000, ge=100, le=60000, description="Server selection/connect/socket timeout."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    redis_prefix: str = Field(
+        "coderoom", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
+    )
+
+    # --- api ------------------------------------------------------------------------
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token for admin writes; empty disables them."
+    )
+    gateway_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated room-socket base URLs the browser may use "
+        "(e.g. ws://127.0.0.1:8001/ws/rooms); empty means same origin /ws/rooms.",
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest accepted request body.")
+
+    # --- gateway --------------------------------------------------------------------
+    gateway_id: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.-]{0,48}$", description="Unique id; empty = generated."
+    )
+    token_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC key for mentor resume tokens (same on every gateway)."
+    )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("http://127.0.0.1:8000", "http://localhost:8000"),
+        description="Browser Origins allowed on the room socket ('*' allows any). "
+        "Clients that send no Origin (non-browsers) are allowed.",
+    )
+    mentor_grace_seconds: float = Field(
+        5.0, gt=0, le=300, description="How long a room waits for its mentor to come back."
+    )
+    resume_token_ttl_seconds: int = Field(
+        43200, ge=10, description="Lifetime of a mentor resume token."
+    )
+    heartbeat_interval_seconds: float = Field(1.0, gt=0, le=30)
+    gateway_dead_after_seconds: float = Field(
+        4.0, gt=0, le=300, description="Heartbeat age after which a gateway is reaped."
+    )
+    block_cache_seconds: float = Field(30.0, ge=0, description="How long a block is cached.")
+    max_frame_bytes: int = Field(262144, ge=1024, description="Largest websocket frame.")
+    max_doc_bytes: int = Field(1048576, ge=4096, description="Largest room document.")
+    max_updates_per_second: float = Field(50.0, gt=0, description="Per-connection rate.")
+    update_burst: int = Field(200, ge=1, description="Per-connection burst allowance.")
+    outbox_max_bytes: int = Field(
+        1048576, ge=4096, description="Unsent bytes after which a slow client is closed."
+    )
+    max_room_members: int = Field(500, ge=1, description="Students + watchers per room.")
+    max_connections_per_ip: int = Field(
+        0, ge=0, description="Concurrent sockets per client address; 0 = unlimited."
+    )
+    trust_proxy_headers: bool = Field(
+        False, description="Take the client address from X-Forwarded-For (behind an ingress)."
+    )
+    log_compact_entries: int = Field(
+        200, ge=10, description="Update-log entries after which a room is compacted."
+    )
+    shutdown_drain_seconds: float = Field(
+        5.0, ge=0, le=120, description="Time to flush and close sockets on SIGTERM."
+    )
+
+    log_level: LogLevel = Field("INFO", description="Logging level.")
+
+    @field_validator("gateway_urls", "allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @cached_property
+    def effective_gateway_id(self) -> str:
+        if self.gateway_id:
+            return self.gateway_id
+        host = socket.gethostname().split(".")[0][:24] or "gw"
+        return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the process's settings from the environment (plus explicit overrides)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
