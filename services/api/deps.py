@@ -1,0 +1,60 @@
+"""What handlers get from the lifespan: settings and clients, through app state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.requests import Request
+
+from shared.db import MongoGate, op_timeout
+from shared.keys import Keys
+from shared.settings import Settings
+
+REDIS_TIMEOUT = 2.0  # seconds; a lobby read is one round trip
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    mongo: MongoGate
+    redis: Redis
+    keys: Keys
+
+    @asynccontextmanager
+    async def mongo_op(self) -> AsyncIterator[None]:
+        """Beanie ready, then a bounded block of database work (raises → 503)."""
+        await self.mongo.ensure()
+        async with asyncio.timeout(op_timeout(self.settings)):
+            yield
+
+    async def redis_ping(self) -> None:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            await self.redis.ping()
+
+
+def make_redis(settings: Settings) -> Redis:
+    # One retry only: enough to survive a connection the server dropped while idle,
+    # not enough to multiply the timeout when Redis is down.
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        socket_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+        client_name="coderoom-api",
+    )
+
+
+def deps(request: Request) -> Deps:
+    return cast(Deps, request.app.state.deps)
+
+
+def settings_of(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)

@@ -1,0 +1,150 @@
+"""MongoDB access: a bounded client, Beanie initialisation, and JSON views of documents.
+
+Every client built here has finite timeouts, so no call can hang on an unreachable
+server. `MongoGate` initialises Beanie lazily and retries until it succeeds, so a
+service can start (and answer its health checks) before MongoDB is reachable.
+
+The JSON views are the only way documents leave a service: `public_block` and
+`block_summary` are built from an allow-list of fields and can never carry the
+solution; `admin_block` (operator-only responses) is the one view that does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+
+from shared.documents import DOCUMENT_MODELS, CodeBlock, RoomSession
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+def mongo_client(settings: Settings, *, appname: str = "coderoom") -> AsyncMongoClient[JSON]:
+    """A client with every timeout bounded by `settings.mongodb_timeout_ms` (no I/O yet)."""
+    ms = settings.mongodb_timeout_ms
+    return AsyncMongoClient(
+        settings.mongodb_url,
+        serverSelectionTimeoutMS=ms,
+        connectTimeoutMS=ms,
+        socketTimeoutMS=ms,
+        timeoutMS=ms,
+        tz_aware=True,
+        appname=appname,
+    )
+
+
+def op_timeout(settings: Settings) -> float:
+    """Seconds after which one database operation is abandoned (asyncio side)."""
+    return settings.mongodb_timeout_ms / 1000 + 0.5
+
+
+async def init_models(client: AsyncMongoClient[JSON], settings: Settings) -> None:
+    """Bind the Beanie documents to `settings.mongodb_db` and create their indexes."""
+    async with asyncio.timeout(op_timeout(settings) * 2):
+        await init_beanie(
+            database=client[settings.mongodb_db], document_models=list(DOCUMENT_MODELS)
+        )
+
+
+async def connect_mongo(settings: Settings) -> AsyncMongoClient[JSON]:
+    """A ready client with Beanie initialised; raises (bounded in time) if unreachable."""
+    client = mongo_client(settings)
+    try:
+        await init_models(client, settings)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+class MongoGate:
+    """Initialises Beanie once, lazily, and tells whether it has been done.
+
+    `ensure()` is called before every database operation: it returns at once when
+    Beanie is ready, else tries to initialise it (bounded) and raises on failure, so
+    the caller answers 503 and the next request tries again. `warm()` does the same in
+    the background at start, with backoff, so the first request usually finds it ready.
+    """
+
+    def __init__(self, client: AsyncMongoClient[JSON], settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.ready = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self) -> None:
+        if self.ready:
+            return
+        async with self._lock:
+            if not self.ready:
+                await init_models(self.client, self.settings)
+                self.ready = True
+                log.info("mongodb ready (database %s)", self.settings.mongodb_db)
+
+    async def ping(self) -> None:
+        """Round-trip to the server (raises if unreachable)."""
+        async with asyncio.timeout(op_timeout(self.settings)):
+            await self.client.admin.command("ping")
+
+    async def warm(self, max_delay: float = 5.0) -> None:
+        delay = 0.2
+        while not self.ready:
+            try:
+                await self.ensure()
+            except Exception as exc:
+                log.warning("mongodb not ready yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def block_summary(doc: CodeBlock) -> JSON:
+    """The lobby's view of a block: no template, no solution."""
+    return {
+        "id": str(doc.id),
+        "slug": doc.slug,
+        "title": doc.title,
+        "language": doc.language,
+        "description": doc.description,
+    }
+
+
+def public_block(doc: CodeBlock) -> JSON:
+    """A block as a room shows it: the template, never the solution."""
+    return {
+        **block_summary(doc),
+        "template": doc.template,
+        "createdAt": _iso(doc.created_at),
+        "updatedAt": _iso(doc.updated_at),
+    }
+
+
+def admin_block(doc: CodeBlock) -> JSON:
+    """A block as an operator sees it (admin responses only): includes the solution."""
+    return {**public_block(doc), "solution": doc.solution}
+
+
+def room_session_json(doc: RoomSession) -> JSON:
+    """An archived room session (admin responses only)."""
+    return {
+        "id": str(doc.id),
+        "blockId": doc.block_id,
+        "sessionId": doc.session_id,
+        "startedAt": _iso(doc.started_at),
+        "endedAt": _iso(doc.ended_at),
+        "finalCode": doc.final_code,
+        "solved": doc.solved,
+        "peakStudents": doc.peak_students,
+        "reason": doc.reason,
+    }

@@ -1,0 +1,142 @@
+"""MongoDB documents (Beanie 2) and the validated shape of a code block.
+
+`CodeBlock` is what the lobby lists and a room opens; `RoomSession` is the archive of
+one room's life, written when the room closes. `BlockSpec` is the writable part of a
+block (what an admin or the seed file supplies), validated the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from beanie import Document
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+LANGUAGES = (
+    "javascript",
+    "typescript",
+    "python",
+    "java",
+    "c",
+    "cpp",
+    "go",
+    "rust",
+    "html",
+    "css",
+    "sql",
+    "text",
+)
+Language = Literal[
+    "javascript",
+    "typescript",
+    "python",
+    "java",
+    "c",
+    "cpp",
+    "go",
+    "rust",
+    "html",
+    "css",
+    "sql",
+    "text",
+]
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+MAX_TITLE = 200
+MAX_DESCRIPTION = 2000
+MAX_CODE = 65536
+
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE)]
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+Code = Annotated[str, Field(max_length=MAX_CODE)]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC, to the millisecond (as BSON stores it)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class BlockSpec(BaseModel):
+    """The writable fields of a code block; unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Title
+    slug: Slug
+    language: Language
+    description: Description = ""
+    template: Code = ""
+    solution: Code = ""
+
+
+class BlockPatch(BaseModel):
+    """A partial update of a code block: only the fields given are changed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Title | None = None
+    slug: Slug | None = None
+    language: Language | None = None
+    description: Description | None = None
+    template: Code | None = None
+    solution: Code | None = None
+
+
+class CodeBlock(Document):
+    """A code exercise: the template students start from and the hidden solution."""
+
+    title: Title
+    slug: Slug
+    language: Language
+    description: Description = ""
+    template: Code = ""
+    solution: Code = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "code_blocks"
+        indexes = [
+            IndexModel([("slug", ASCENDING)], unique=True, name="slug_unique"),
+            IndexModel([("title", ASCENDING), ("_id", ASCENDING)], name="title_id"),
+        ]
+
+    def spec(self) -> BlockSpec:
+        """The writable fields of this block."""
+        return BlockSpec(
+            title=self.title,
+            slug=self.slug,
+            language=self.language,
+            description=self.description,
+            template=self.template,
+            solution=self.solution,
+        )
+
+
+class RoomSession(Document):
+    """The archive of one room's life, from its mentor's arrival to its closing."""
+
+    block_id: str
+    session_id: str
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    final_code: str = ""
+    solved: bool = False
+    peak_students: int = Field(0, ge=0)
+    reason: str = ""  # why it closed, e.g. "mentor-left", "gateway-died"
+
+    class Settings:
+        name = "room_sessions"
+        indexes = [
+            IndexModel([("session_id", ASCENDING)], unique=True, name="session_unique"),
+            IndexModel(
+                [("block_id", ASCENDING), ("started_at", DESCENDING)],
+                name="block_started",
+            ),
+        ]
+
+
+DOCUMENT_MODELS: tuple[type[Document], ...] = (CodeBlock, RoomSession)
