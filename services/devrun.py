@@ -1,0 +1,355 @@
+"""`coderoom run` (what `make run` starts): the whole system on one machine.
+
+Starts, in order: MongoDB (the embedded wire server, unless MONGODB_URL is set), Redis
+(`redis-server` if on PATH, else fakeredis; unless REDIS_URL is set), the seed, the api
+and the gateways, each as a child process in its own process group whose output is
+prefixed with its name. Ctrl-C or SIGTERM stops them in reverse order (gateways, api,
+redis, mongo): SIGTERM, a deadline, then SIGKILL. A child that dies on its own stops
+everything, and the exit status is then 1.
+
+Ports and paths: --api-port/API_PORT (8000), --gateway-ports/GATEWAY_PORTS
+(8001,8002), --mongo-port/MONGO_PORT (27018), --redis-port/REDIS_PORT (6399),
+--data/CODEROOM_DATA (./var). A busy mongo or redis port is replaced by a free one; a
+busy api or gateway port is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.embedded import redis_server_argv
+
+STOP_TIMEOUT = 10.0  # seconds each group of children gets to exit after SIGTERM
+START_TIMEOUT = 60.0  # seconds for every dependency and service to become ready
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SEED = ROOT / "seeds" / "blocks.yaml"
+
+
+class StartupError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--api-port", type=int, default=int(env("API_PORT", "8000")))
+    parser.add_argument(
+        "--gateway-ports",
+        default=env("GATEWAY_PORTS", "8001,8002"),
+        help="comma-separated; empty for no gateway",
+    )
+    parser.add_argument("--mongo-port", type=int, default=int(env("MONGO_PORT", "27018")))
+    parser.add_argument("--redis-port", type=int, default=int(env("REDIS_PORT", "6399")))
+    parser.add_argument("--data", default=env("CODEROOM_DATA", "var"), help="data directory")
+    parser.add_argument("--seed", default=str(DEFAULT_SEED), help="seed file ('' to skip)")
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(f"{'run':<6} | {line}\n")
+    sys.stdout.flush()
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def http_ok(port: int, path: str, wait: float = 1.0) -> bool:
+    """True if GET http://127.0.0.1:port/path answers 200."""
+    try:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+                )
+                await writer.drain()
+                status = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError):
+        return False
+    return status.split(b" ")[1:2] == [b"200"]
+
+
+@dataclass
+class Child:
+    name: str
+    proc: asyncio.subprocess.Process
+    pump: asyncio.Task[None]
+    watch: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Supervisor:
+    args: argparse.Namespace
+    children: list[Child] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    failure: str | None = None
+    hurry: bool = False
+
+    # --- children -----------------------------------------------------------------
+
+    async def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
+            limit=1 << 20,
+        )
+        child = Child(name, proc, asyncio.create_task(self._pump(name, proc)))
+        self.children.append(child)
+        return child
+
+    def watch(self, child: Child) -> None:
+        async def watcher() -> None:
+            code = await child.proc.wait()
+            if not self.stopping:
+                self.failure = f"{child.name} exited unexpectedly (status {code})"
+                self.stop.set()
+
+        child.watch = asyncio.create_task(watcher())
+
+    async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        prefix = f"{name:<6} | ".encode()
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line longer than the limit: pass it on in pieces
+                line = await proc.stdout.read(1 << 16)
+            if not line:
+                return
+            sys.stdout.buffer.write(prefix + line.rstrip(b"\n") + b"\n")
+            sys.stdout.buffer.flush()
+
+    def _signal(self, child: Child, sig: signal.Signals) -> None:
+        if child.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, sig)
+
+    async def _stop_group(self, group: list[Child]) -> None:
+        alive = [c for c in group if c.proc.returncode is None]
+        if not alive:
+            return
+        for child in alive:
+            self._signal(child, signal.SIGKILL if self.hurry else signal.SIGTERM)
+        waits = [asyncio.create_task(c.proc.wait()) for c in alive]
+        _, pending = await asyncio.wait(waits, timeout=STOP_TIMEOUT)
+        for child in alive:
+            if child.proc.returncode is None:
+                _say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
+                self._signal(child, signal.SIGKILL)
+        if pending:
+            await asyncio.wait(pending)
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        order = ["gw-", "api", "seed", "redis", "mongo"]
+        for head in order:
+            await self._stop_group([c for c in self.children if c.name.startswith(head)])
+        await self._stop_group(self.children)  # anything else
+        for child in self.children:
+            if child.watch is not None:
+                child.watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(child.pump, timeout=2)
+
+    # --- startup ------------------------------------------------------------------
+
+    async def _until(
+        self, what: str, child: Child | None, probe: Callable[[], Awaitable[bool]]
+    ) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if child is not None and child.proc.returncode is not None:
+                raise StartupError(f"{child.name} exited during start ({child.proc.returncode})")
+            if await probe():
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(f"{what} not ready after {START_TIMEOUT:.0f}s")
+            await asyncio.sleep(0.1)
+
+    async def start_all(self, env: dict[str, str]) -> list[str]:
+        args = self.args
+        data = Path(args.data)  # made absolute by run()
+        python = [sys.executable, "-m", "services.cli"]
+        gateway_ports = [int(p) for p in str(args.gateway_ports).split(",") if p.strip()]
+        if importlib.util.find_spec("services.gateway.app") is None and gateway_ports:
+            _say("services/gateway/app.py does not exist yet: starting without gateways")
+            gateway_ports = []
+        for port in [args.api_port, *gateway_ports]:
+            if not port_free(port):
+                raise StartupError(f"port {port} is already in use")
+        notes: list[str] = []
+
+        if "MONGODB_URL" not in env:
+            port = args.mongo_port if port_free(args.mongo_port) else _free_port()
+            mongo = await self.spawn(
+                "mongo", [*python, "mongo", "--data", str(data / "mongo"), "--port", str(port)], env
+            )
+            self.watch(mongo)
+            env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+            notes.append(f"MongoDB     {env['MONGODB_URL']} (embedded, data in {data / 'mongo'})")
+        else:
+            mongo = None
+            notes.append(f"MongoDB     {env['MONGODB_URL']}")
+
+        if "REDIS_URL" not in env:
+            port = args.redis_port if port_free(args.redis_port) else _free_port()
+            server = shutil.which("redis-server")
+            if server:
+                argv = redis_server_argv(server, port, data / "redis")
+                kind = "redis-server"
+            else:
+                argv = [*python, "redis", "--port", str(port)]
+                kind = "fakeredis"
+            redis = await self.spawn("redis", argv, env)
+            self.watch(redis)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            notes.append(f"Redis       {env['REDIS_URL']} ({kind}, not persisted)")
+        else:
+            redis = None
+            notes.append(f"Redis       {env['REDIS_URL']}")
+
+        await asyncio.gather(
+            self._until("MongoDB", mongo, lambda: _mongo_ok(env["MONGODB_URL"])),
+            self._until("Redis", redis, lambda: _redis_ok(env["REDIS_URL"])),
+        )
+
+        if args.seed:
+            seeder = await self.spawn("seed", [*python, "seed", args.seed], env)
+            if await seeder.proc.wait() != 0:
+                raise StartupError("seeding failed (see seed output above)")
+
+        env.setdefault("TOKEN_SECRET", secrets.token_urlsafe(32))
+        api_origin = f"http://127.0.0.1:{args.api_port}"
+        gateway_urls = [f"ws://127.0.0.1:{p}/ws/rooms" for p in gateway_ports]
+        env.setdefault(
+            "ALLOWED_ORIGINS",
+            f"{api_origin},http://localhost:{args.api_port},"
+            "http://127.0.0.1:8000,http://localhost:8000",
+        )
+        env.setdefault("GATEWAY_URLS", ",".join(gateway_urls))
+
+        gateways = []
+        for index, port in enumerate(gateway_ports, start=1):
+            gw_env = {**env, "PORT": str(port), "GATEWAY_ID": f"gw-{index}-{secrets.token_hex(2)}"}
+            gw = await self.spawn(f"gw-{index}", [*python, "gateway"], gw_env)
+            self.watch(gw)
+            gateways.append((gw, port))
+        api = await self.spawn("api", [*python, "api"], {**env, "PORT": str(args.api_port)})
+        self.watch(api)
+
+        await asyncio.gather(
+            self._until("api", api, lambda: http_ok(args.api_port, "/healthz")),
+            *(
+                self._until(gw.name, gw, functools.partial(http_ok, port, "/healthz"))
+                for gw, port in gateways
+            ),
+        )
+        lines = [f"UI and REST {api_origin}/"]
+        if gateway_urls:
+            lines.append(f"gateways    {', '.join(gateway_urls)}")
+        return lines + notes
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if self.stop.is_set():
+                self.hurry = True  # second Ctrl-C: no more waiting
+            self.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+
+        env = dict(os.environ)
+        startup = asyncio.create_task(self.start_all(env))
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if startup.done() and startup.exception() is None:
+            _say("coderoom is up:")
+            for line in startup.result():
+                _say("  " + line)
+            _say("press Ctrl-C to stop")
+            await stopped
+        elif startup.done():
+            exc = startup.exception()
+            self.failure = str(exc) if isinstance(exc, StartupError) else repr(exc)
+        else:
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await startup
+        stopped.cancel()
+        if self.failure:
+            _say(f"error: {self.failure}; stopping everything")
+        else:
+            _say("stopping")
+        await self.shutdown()
+        _say("stopped" if not self.failure else "stopped after an error")
+        return 1 if self.failure else 0
+
+
+async def _mongo_ok(url: str) -> bool:
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import PyMongoError
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        url, serverSelectionTimeoutMS=500, connectTimeoutMS=500, timeoutMS=1000
+    )
+    try:
+        await client.admin.command("ping")
+    except PyMongoError:
+        return False
+    finally:
+        await client.close()
+    return True
+
+
+async def _redis_ok(url: str) -> bool:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
+    args.data = str(Path(args.data).resolve())
+    return asyncio.run(Supervisor(args).main())
