@@ -1,0 +1,68 @@
+"""The committed bundle in services/api/static/ is the build of the current web/ sources.
+
+build.mjs writes build-info.json with a sha256 over web/src/**, package.json,
+package-lock.json and build.mjs (content, not mtime: git does not keep mtimes).
+If this fails: `make web` and commit services/api/static/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+STATIC = ROOT / "services" / "api" / "static"
+
+
+def source_hash() -> str:
+    """Same algorithm as sourceHash() in web/build.mjs."""
+    files = [p for p in (WEB / "src").rglob("*") if p.is_file()]
+    files += [WEB / "package.json", WEB / "package-lock.json", WEB / "build.mjs"]
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(WEB).as_posix() for p in files):
+        content = hashlib.sha256((WEB / rel).read_bytes()).hexdigest()
+        digest.update(f"{rel}\n{content}\n".encode())
+    return digest.hexdigest()
+
+
+def build_info() -> dict[str, object]:
+    info = json.loads((STATIC / "build-info.json").read_text())
+    assert isinstance(info, dict)
+    return info
+
+
+def test_bundle_is_built_from_current_sources() -> None:
+    assert build_info()["sourceHash"] == source_hash(), (
+        "services/api/static/ is stale: run `make web` and commit services/api/static/"
+    )
+
+
+def test_bundle_files_are_the_ones_built() -> None:
+    assets = build_info()["assets"]
+    assert isinstance(assets, dict)
+    for name, digest in assets.items():
+        assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == digest, name
+    chunks = {f"chunks/{p.name}" for p in (STATIC / "chunks").iterdir()}
+    assert chunks == {n for n in assets if n.startswith("chunks/")}, "stray or missing chunks"
+
+
+def test_shell_names_the_current_version_and_has_no_inline_script() -> None:
+    html = (STATIC / "index.html").read_text()
+    version = build_info()["version"]
+    assert f"/static/app.js?v={version}" in html
+    assert f"/static/app.css?v={version}" in html
+    scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S)
+    assert scripts and all(not body.strip() for body in scripts), "inline script in the shell"
+    assert "http://" not in html and "https://" not in html, "external reference in the shell"
+
+
+def test_bundle_makes_no_external_requests() -> None:
+    # No CDN, no web fonts: every URL the bundle could fetch is relative or a websocket.
+    for path in [STATIC / "app.css", *STATIC.glob("**/*.js")]:
+        text = path.read_text()
+        assert not re.search(r"url\(\s*['\"]?https?:", text), path.name
+        assert "@import" not in text, path.name
+        assert not re.search(r"fetch\(\s*['\"`]https?:", text), path.name

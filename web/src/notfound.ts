@@ -1,0 +1,15 @@
+import { h, mount } from "./dom";
+
+export function renderNotFound(what = "That code block does not exist."): void {
+  document.title = "Not found · coderoom";
+  mount(
+    h("header", { class: "topbar" }, h("a", { class: "brand", href: "/" }, "coderoom")),
+    h(
+      "main",
+      { id: "main", class: "message-page not-found" },
+      h("h1", {}, "Code block not found"),
+      h("p", {}, what),
+      h("p", {}, h("a", { class: "button", href: "/", id: "back-to-lobby" }, "← Back to the lobby")),
+    ),
+  );
+}

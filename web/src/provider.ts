@@ -1,0 +1,321 @@
+// A small y-websocket client for the room socket. Unlike y-websocket's provider it
+// builds a fresh URL per attempt (gateway rotation, resume token), understands the
+// type-100 control events and the close-code registry, and replaces its Y.Doc when the
+// room's session changes so stale text never leaks into a new session.
+import * as decoding from "lib0/decoding";
+import * as encoding from "lib0/encoding";
+import * as awarenessProtocol from "y-protocols/awareness";
+import * as syncProtocol from "y-protocols/sync";
+import * as Y from "yjs";
+
+import { backoffDelay } from "./backoff";
+import {
+  type ControlEvent,
+  MESSAGE_AUTH,
+  MESSAGE_AWARENESS,
+  MESSAGE_CONTROL,
+  MESSAGE_QUERY_AWARENESS,
+  MESSAGE_SYNC,
+  readAuth,
+  readControl,
+  shouldReconnect,
+} from "./protocol";
+
+export type Status = "connecting" | "connected" | "reconnecting" | "closed";
+
+export interface ProviderOptions {
+  bases: string[];
+  startIndex: number;
+  blockId: string;
+  clientId: string;
+  watcher: boolean;
+  token: () => string | null;
+  /** How long to wait for `welcome` before syncing anyway (a stock server sends none). */
+  welcomeTimeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+export interface ProviderEvents {
+  status(status: Status, info: { base: string; attempt: number; delayMs?: number }): void;
+  control(ev: ControlEvent): void;
+  /** The Y.Doc was replaced (new session): rebind the editor to `provider.doc`. */
+  docReset(): void;
+  denied(reason: string): void;
+  /** Closed with a do-not-reconnect code (4400–4499). */
+  terminal(code: number, reason: string): void;
+}
+
+export class RoomProvider {
+  doc: Y.Doc;
+  awareness: awarenessProtocol.Awareness;
+  session: string | null = null;
+  base: string;
+
+  private ws: WebSocket | null = null;
+  private index: number;
+  private attempt = 0;
+  private welcomed = false;
+  private pending: Uint8Array[] = [];
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private welcomeTimer: ReturnType<typeof setTimeout> | undefined;
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private destroyed = false;
+
+  constructor(
+    private readonly opts: ProviderOptions,
+    private readonly events: ProviderEvents,
+  ) {
+    if (opts.bases.length === 0) throw new Error("no gateway base URL");
+    this.index = ((opts.startIndex % opts.bases.length) + opts.bases.length) % opts.bases.length;
+    this.base = opts.bases[this.index];
+    this.doc = new Y.Doc();
+    this.awareness = new awarenessProtocol.Awareness(this.doc);
+    this.attachDoc();
+    window.addEventListener("online", this.onOnline);
+    window.addEventListener("pagehide", this.onPageHide);
+  }
+
+  get connected(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN && this.welcomed;
+  }
+
+  connect(): void {
+    if (this.destroyed || this.ws) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.base = this.opts.bases[this.index];
+    const url = this.url();
+    this.events.status(this.attempt === 0 ? "connecting" : "reconnecting", {
+      base: this.base,
+      attempt: this.attempt,
+    });
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.welcomed = false;
+    this.pending = [];
+    this.connectTimer = setTimeout(() => {
+      if (ws.readyState === WebSocket.CONNECTING) ws.close();
+    }, this.opts.connectTimeoutMs ?? 8000);
+    ws.onopen = () => {
+      clearTimeout(this.connectTimer);
+      this.welcomeTimer = setTimeout(() => this.startSync(), this.opts.welcomeTimeoutMs ?? 5000);
+    };
+    ws.onmessage = (event: MessageEvent) => {
+      if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return;
+      this.receive(new Uint8Array(event.data));
+    };
+    ws.onclose = (event: CloseEvent) => {
+      if (this.ws !== ws) return;
+      this.onClosed(event.code, event.reason);
+    };
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.welcomeTimer);
+    clearTimeout(this.connectTimer);
+    window.removeEventListener("online", this.onOnline);
+    window.removeEventListener("pagehide", this.onPageHide);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000);
+    this.detachDoc();
+    this.awareness.destroy();
+  }
+
+  private url(): string {
+    const q = new URLSearchParams({ client: this.opts.clientId });
+    if (this.opts.watcher) q.set("role", "watcher");
+    const token = this.opts.token();
+    if (token) q.set("token", token);
+    const base = this.base.replace(/\/+$/, "");
+    return `${base}/${encodeURIComponent(this.opts.blockId)}?${q.toString()}`;
+  }
+
+  private receive(data: Uint8Array): void {
+    const dec = decoding.createDecoder(data);
+    let type: number;
+    try {
+      type = decoding.readVarUint(dec);
+    } catch {
+      return;
+    }
+    if (type === MESSAGE_CONTROL) {
+      const ev = readControl(dec);
+      if (!ev) return;
+      if (ev.type === "welcome") this.onWelcome(ev.session);
+      this.events.control(ev);
+      return;
+    }
+    // Sync and awareness wait for `welcome`: a new session must reset the doc first.
+    if (!this.welcomed) {
+      this.pending.push(data);
+      return;
+    }
+    try {
+      this.handle(type, dec);
+    } catch (err) {
+      console.warn("coderoom: bad frame from the gateway", err);
+    }
+  }
+
+  private handle(type: number, dec: decoding.Decoder): void {
+    switch (type) {
+      case MESSAGE_SYNC: {
+        const enc = encoding.createEncoder();
+        encoding.writeVarUint(enc, MESSAGE_SYNC);
+        syncProtocol.readSyncMessage(dec, enc, this.doc, this);
+        if (encoding.length(enc) > 1) this.send(encoding.toUint8Array(enc));
+        break;
+      }
+      case MESSAGE_AWARENESS:
+        awarenessProtocol.applyAwarenessUpdate(
+          this.awareness,
+          decoding.readVarUint8Array(dec),
+          this,
+        );
+        break;
+      case MESSAGE_QUERY_AWARENESS:
+        this.sendAwareness([...this.awareness.getStates().keys()]);
+        break;
+      case MESSAGE_AUTH: {
+        const reason = readAuth(dec);
+        if (reason !== null) this.events.denied(reason);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private onWelcome(session: string): void {
+    if (this.session !== null && session && session !== this.session) this.resetDoc();
+    if (session) this.session = session;
+    this.attempt = 0;
+    this.startSync();
+  }
+
+  private startSync(): void {
+    clearTimeout(this.welcomeTimer);
+    if (this.welcomed || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.welcomed = true;
+    this.events.status("connected", { base: this.base, attempt: 0 });
+    const step1 = encoding.createEncoder();
+    encoding.writeVarUint(step1, MESSAGE_SYNC);
+    syncProtocol.writeSyncStep1(step1, this.doc);
+    this.send(encoding.toUint8Array(step1));
+    if (this.awareness.getLocalState() !== null) {
+      this.sendAwareness([this.doc.clientID]);
+    }
+    const queued = this.pending;
+    this.pending = [];
+    for (const data of queued) this.receive(data);
+  }
+
+  private onClosed(code: number, reason: string): void {
+    clearTimeout(this.welcomeTimer);
+    clearTimeout(this.connectTimer);
+    this.ws = null;
+    this.welcomed = false;
+    this.pending = [];
+    this.dropRemoteAwareness();
+    if (this.destroyed) return;
+    if (!shouldReconnect(code)) {
+      this.events.status("closed", { base: this.base, attempt: this.attempt });
+      this.events.terminal(code, reason);
+      return;
+    }
+    // Leave a gateway that dropped us: the next attempt goes to the next base.
+    this.index = (this.index + 1) % this.opts.bases.length;
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    this.ws = null;
+    const delayMs = backoffDelay(this.attempt);
+    this.attempt += 1;
+    this.events.status("reconnecting", {
+      base: this.opts.bases[this.index],
+      attempt: this.attempt,
+      delayMs,
+    });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delayMs);
+  }
+
+  private readonly onOnline = (): void => {
+    if (!this.ws && !this.destroyed && this.retryTimer !== undefined) this.connect();
+  };
+
+  private readonly onPageHide = (): void => {
+    // Tell the others our caret is gone before the socket drops.
+    if (this.ws?.readyState === WebSocket.OPEN) {
+      awarenessProtocol.removeAwarenessStates(this.awareness, [this.doc.clientID], "local");
+    }
+  };
+
+  private send(data: Uint8Array): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(data as Uint8Array<ArrayBuffer>);
+  }
+
+  private sendAwareness(clients: number[]): void {
+    const enc = encoding.createEncoder();
+    encoding.writeVarUint(enc, MESSAGE_AWARENESS);
+    encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, clients));
+    this.send(encoding.toUint8Array(enc));
+  }
+
+  private dropRemoteAwareness(): void {
+    const others = [...this.awareness.getStates().keys()].filter((c) => c !== this.doc.clientID);
+    if (others.length) awarenessProtocol.removeAwarenessStates(this.awareness, others, this);
+  }
+
+  // --- the document ----------------------------------------------------------------
+
+  private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    // Edits made while offline stay in the doc and reach the server through sync step 2.
+    if (origin === this || !this.connected) return;
+    const enc = encoding.createEncoder();
+    encoding.writeVarUint(enc, MESSAGE_SYNC);
+    syncProtocol.writeUpdate(enc, update);
+    this.send(encoding.toUint8Array(enc));
+  };
+
+  private readonly onAwarenessUpdate = (
+    change: { added: number[]; updated: number[]; removed: number[] },
+    origin: unknown,
+  ): void => {
+    if (origin === this || !this.connected) return;
+    this.sendAwareness([...change.added, ...change.updated, ...change.removed]);
+  };
+
+  private attachDoc(): void {
+    this.doc.on("update", this.onDocUpdate);
+    this.awareness.on("update", this.onAwarenessUpdate);
+  }
+
+  private detachDoc(): void {
+    this.doc.off("update", this.onDocUpdate);
+    this.awareness.off("update", this.onAwarenessUpdate);
+  }
+
+  private resetDoc(): void {
+    const local = this.awareness.getLocalState();
+    this.detachDoc();
+    this.awareness.destroy();
+    this.doc.destroy();
+    this.doc = new Y.Doc();
+    this.awareness = new awarenessProtocol.Awareness(this.doc);
+    if (local?.user) this.awareness.setLocalStateField("user", local.user);
+    this.attachDoc();
+    this.events.docReset();
+  }
+}
