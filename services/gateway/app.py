@@ -1,0 +1,187 @@
+"""The gateway's composition root: settings, clients, the hub, the websocket server.
+
+Built on websockets' own asyncio server (not ASGI): the room socket is the hot path and
+the plain server skips a layer per frame (docs/architecture.md). Plain HTTP requests for
+``/healthz``, ``/readyz`` and ``/metrics`` are answered during the handshake hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import signal
+import sys
+
+import orjson
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from services.gateway.archive import Archiver
+from services.gateway.blocks import BlockSource
+from services.gateway.hub import ROOM_PATH, Hub
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.presence import Housekeeper
+from services.gateway.relay import Relay
+from shared.db import MongoGate, mongo_client
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("coderoom.gateway")
+
+
+def _json(status: http.HTTPStatus, body: dict[str, object]) -> Response:
+    data = orjson.dumps(body)
+    headers = Headers(
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return Response(status.value, status.phrase, headers, data)
+
+
+def _error(status: http.HTTPStatus, code: str, message: str) -> Response:
+    return _json(status, {"error": {"code": code, "message": message}})
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.token_secret.get_secret_value():
+            raise ValueError("TOKEN_SECRET must be set (the same on every gateway)")
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        url = settings.redis_url
+        self.redis = Redis.from_url(
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            health_check_interval=10,
+        )
+        # The pub/sub connection must not reconnect behind our back (it would hide the
+        # messages lost meanwhile): no retries, the relay reconnects and resyncs itself.
+        self.pubsub_redis = Redis.from_url(
+            url, socket_connect_timeout=2, retry=Retry(ExponentialBackoff(), 0)
+        )
+        self.mongo = mongo_client(settings, appname="coderoom-gateway")
+        self.gate = MongoGate(self.mongo, settings)
+        self.hub = Hub(
+            settings,
+            self.redis,
+            BlockSource(self.gate, settings),
+            Archiver(self.gate, settings),
+            self.metrics,
+        )
+        self.relay = Relay(self.pubsub_redis, self.hub.on_channel_message, self.hub.resync_all)
+        self.hub.relay = self.relay
+        self.housekeeper = Housekeeper(self.hub)
+        origins = settings.allowed_origins
+        self._any_origin = "*" in origins
+        self._origins = frozenset(origins)
+
+    # --- plain HTTP and the handshake ------------------------------------------------------
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return _json(http.HTTPStatus.OK, {"status": "ok", "gateway": self.hub.id})
+        if path == "/readyz":
+            problems = []
+            if self.hub.shutting_down:
+                problems.append("shutting down")
+            if not self.relay.healthy:
+                problems.append("redis pub/sub disconnected")
+            if not self.housekeeper.redis_ok:
+                problems.append("redis unavailable")
+            if problems:
+                return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unready", "problems": problems})
+            return _json(http.HTTPStatus.OK, {"status": "ready"})
+        if path == "/metrics":
+            body = self.metrics.render()
+            headers = Headers(
+                [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(body)))]
+            )
+            return Response(200, "OK", headers, body)
+        if not path.startswith(ROOM_PATH) or "/" in path[len(ROOM_PATH) :]:
+            return _error(http.HTTPStatus.NOT_FOUND, "not_found", "no such path")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _error(
+                http.HTTPStatus.UPGRADE_REQUIRED, "upgrade_required", "this is a websocket endpoint"
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._any_origin and origin not in self._origins:
+            self.metrics.closes.labels("403").inc()
+            return _error(http.HTTPStatus.FORBIDDEN, "origin_forbidden", "origin not allowed")
+        return None
+
+    # --- life cycle -------------------------------------------------------------------------
+    async def start(self) -> Server:
+        self.relay.start()
+        self.housekeeper.start()
+        asyncio.create_task(self.gate.warm())
+        s = self.settings
+        return await serve(
+            self.hub.handle,
+            s.host,
+            s.port,
+            process_request=self.process_request,
+            compression=None,
+            max_size=s.max_frame_bytes,
+            max_queue=64,
+            ping_interval=30,
+            ping_timeout=30,
+            close_timeout=2,
+            server_header=None,
+        )
+
+    async def shutdown(self, server: Server) -> None:
+        server.close(close_connections=False)  # stop accepting; keep the open sockets
+        try:
+            async with asyncio.timeout(self.settings.shutdown_drain_seconds):
+                await self.hub.drain()
+                await server.wait_closed()
+        except TimeoutError:
+            log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
+        await self.hub.archiver.wait(2.0)
+        await self.housekeeper.stop()
+        await self.relay.stop()
+        await self.redis.aclose()
+        await self.pubsub_redis.aclose()
+        await self.mongo.close()
+
+
+async def run(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    server = await gateway.start()
+    log.info("gateway %s listening on %s:%d", gateway.hub.id, settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("gateway %s shutting down", gateway.hub.id)
+    await gateway.shutdown(server)
+    log.info("gateway %s stopped", gateway.hub.id)
+
+
+def main(settings: Settings | None = None) -> None:
+    settings = settings or load_settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(run(settings))
+        else:
+            uvloop.run(run(settings))
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

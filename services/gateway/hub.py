@@ -1,0 +1,614 @@
+"""The gateway's shell: sockets in, Redis out, the pure room core in between.
+
+One ``Hub`` per process. It owns the rooms this gateway serves (a ``RoomCore`` plus the
+local sockets), carries out the ``Effects`` the core returns, batches each room's
+updates into one Redis publish at a time, and applies what arrives from the room
+channel. It never awaits a client inside fan-out: frames are written synchronously to
+each socket's transport, and a socket whose unsent bytes pass ``OUTBOX_MAX_BYTES`` is
+closed with 4000 (slow consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from pycrdt import Doc, merge_updates
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from services.gateway import tokens
+from services.gateway.archive import Archiver
+from services.gateway.blocks import Block, BlockSource, BlockUnavailable
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.room import Effects, Limits, RoomCore, template_update
+from services.gateway.scripts import Closed, RoomStore
+from shared import protocol
+from shared.keys import Keys
+from shared.protocol import CloseCode, Role
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROOM_PATH = "/ws/rooms/"
+_LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
+MAX_CLIENT_ID = 64
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class RoomHandle:
+    block: Block
+    core: RoomCore | None = None  # None until loaded from Redis
+    sockets: dict[str, ServerConnection] = field(default_factory=dict)
+    early: list[bytes] = field(default_factory=list)  # channel messages before the load
+    pending: list[bytes] = field(default_factory=list)  # updates not yet published
+    flushing: bool = False
+    compacting: bool = False
+    catching_up: bool = False
+    solved_scheduled: bool = False
+    closed: bool = False
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        blocks: BlockSource,
+        archiver: Archiver,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.settings = settings
+        self.id = settings.effective_gateway_id
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self.store = RoomStore(redis, self.keys)
+        self.blocks = blocks
+        self.archiver = archiver
+        self.metrics = metrics
+        self.rooms: dict[str, RoomHandle] = {}
+        self.limits = Limits(
+            max_doc_bytes=settings.max_doc_bytes,
+            max_frame_bytes=settings.max_frame_bytes,
+            updates_per_second=settings.max_updates_per_second,
+            burst=settings.update_burst,
+        )
+        self.secret = settings.token_secret.get_secret_value().encode()
+        self.shutting_down = False
+        self._member_seq = 0
+        self._per_ip: dict[str, int] = {}
+        self._opening: dict[str, asyncio.Future[RoomHandle]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
+
+    # --- small helpers -------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send(self, ws: ServerConnection, frame: bytes) -> None:
+        """Write one frame now, without waiting; close the socket if it fell behind."""
+        if ws.protocol.state is not State.OPEN:
+            return
+        ws.protocol.send_binary(frame)
+        ws.send_data()
+        self.metrics.messages_out.inc()
+        if ws.transport.get_write_buffer_size() > self.settings.outbox_max_bytes:
+            self._spawn(self._close(ws, CloseCode.SLOW_CONSUMER, "too far behind"))
+
+    def fanout(self, handle: RoomHandle, frame: bytes, skip: str | None = None) -> None:
+        for member_id, ws in handle.sockets.items():
+            if member_id != skip:
+                self.send(ws, frame)
+
+    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+        self.metrics.closes.labels(str(code)).inc()
+        try:
+            await ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+
+    def client_address(self, ws: ServerConnection) -> str:
+        if self.settings.trust_proxy_headers:
+            forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
+            if forwarded:
+                return forwarded.split(",")[-1].strip()
+        peer = ws.remote_address
+        return str(peer[0]) if peer else "?"
+
+    # --- one socket -----------------------------------------------------------------
+    async def handle(self, ws: ServerConnection) -> None:
+        """The whole life of one room socket."""
+        assert ws.request is not None
+        path, _, query = ws.request.path.partition("?")
+        block_id = path[len(ROOM_PATH) :]
+        params = parse_qs(query, keep_blank_values=True, max_num_fields=20)
+        ip = self.client_address(ws)
+        limit = self.settings.max_connections_per_ip
+        if limit and self._per_ip.get(ip, 0) >= limit:
+            await self._close(ws, CloseCode.RATE_LIMITED, "too many connections")
+            return
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.metrics.connections.inc()
+        try:
+            await self._serve(ws, block_id, params)
+        finally:
+            self.metrics.connections.dec()
+            left = self._per_ip[ip] - 1
+            if left:
+                self._per_ip[ip] = left
+            else:
+                del self._per_ip[ip]
+
+    async def _serve(self, ws: ServerConnection, block_id: str, params: dict[str, list[str]]) -> None:
+        if self.shutting_down:
+            await self._close(ws, CloseCode.SERVICE_RESTART, "gateway shutting down")
+            return
+        try:
+            block = await self.blocks.get(block_id)
+        except BlockUnavailable:
+            await self._close(ws, CloseCode.UNAVAILABLE, "block unavailable, try again")
+            return
+        if block is None:
+            await self._close(ws, CloseCode.UNKNOWN_BLOCK, "unknown code block")
+            return
+        client_id = _param(params, "client")[:MAX_CLIENT_ID] or secrets.token_hex(8)
+        if not client_id.isprintable() or "\x00" in client_id:
+            client_id = secrets.token_hex(8)
+        watcher = _param(params, "role") == "watcher"
+        token = _param(params, "token")
+        claimed = ""
+        if token and self.secret:
+            claimed = tokens.claimed_session(self.secret, token, block_id, client_id, time.time()) or ""
+        self._member_seq += 1
+        member_id = f"{self.id}/{self._member_seq}"
+        try:
+            joined = await self.store.join(
+                block_id,
+                member_id,
+                watcher=watcher,
+                client_id=client_id,
+                claimed_session=claimed,
+                now_ms=now_ms(),
+                cap=self.settings.max_room_members,
+                new_session=secrets.token_hex(12),
+                template=template_update(block.template),
+            )
+        except RedisError as exc:
+            log.warning("join failed: %s", exc)
+            await self._close(ws, CloseCode.TRY_AGAIN_LATER, "room state unavailable")
+            return
+        if joined.role == "full":
+            await self._close(ws, CloseCode.ROOM_FULL, "room is full")
+            return
+        role: Role = joined.role  # type: ignore[assignment]
+        try:
+            await self._register(block_id)
+            handle = await self._room(block_id, block, joined.session)
+        except (RedisError, LookupError) as exc:
+            log.warning("opening room %s failed: %s", block_id, exc)
+            await self._forget_member(block_id, member_id)
+            await self._close(ws, CloseCode.TRY_AGAIN_LATER, "room unavailable")
+            return
+        core = handle.core
+        assert core is not None
+        self.metrics.joins.labels(role).inc()
+        resume = None
+        if role == "mentor" and self.secret:
+            expiry = int(time.time()) + self.settings.resume_token_ttl_seconds
+            resume = tokens.issue(self.secret, block_id, joined.session, client_id, expiry)
+        handle.sockets[member_id] = ws
+        try:
+            self.send(
+                ws,
+                protocol.welcome(
+                    role=role,
+                    client_id=client_id,
+                    resume_token=resume,
+                    session=joined.session,
+                    block_id=block_id,
+                    grace_seconds=self.settings.mentor_grace_seconds,
+                ),
+            )
+            for frame in core.add_member(member_id, client_id, role, time.monotonic()):
+                self.send(ws, frame)
+            await self._read(ws, handle, member_id)
+        finally:
+            await self._leave(block_id, handle, member_id)
+
+    async def _read(self, ws: ServerConnection, handle: RoomHandle, member_id: str) -> None:
+        core = handle.core
+        assert core is not None
+        try:
+            async for frame in ws:
+                self.metrics.messages_in.inc()
+                if handle.closed or core is not handle.core:
+                    return
+                if isinstance(frame, str):
+                    await self._close(ws, CloseCode.BAD_REQUEST, "text frames are not allowed")
+                    return
+                effects = core.receive(member_id, frame, time.monotonic())
+                self._carry_out(handle, member_id, ws, effects)
+                if effects.close is not None:
+                    await self._close(ws, effects.close, effects.reason)
+                    return
+        except ConnectionClosed:
+            pass
+
+    def _carry_out(self, handle: RoomHandle, member_id: str, ws: ServerConnection, effects: Effects) -> None:
+        for frame in effects.reply:
+            self.send(ws, frame)
+        for frame in effects.broadcast:
+            self.fanout(handle, frame, skip=member_id)
+        if effects.publish_update is not None:
+            handle.pending.append(effects.publish_update)
+            if not handle.flushing:
+                handle.flushing = True
+                self._spawn(self._flush(handle))
+        if effects.publish_awareness is not None:
+            channel = self.keys.room(handle.block.id).channel
+            data = b"A" + self.id.encode() + b"\x00" + effects.publish_awareness
+            self._spawn(self._publish_quietly(channel, data))
+
+    async def _publish_quietly(self, channel: str, data: bytes) -> None:
+        try:
+            await self.redis.publish(channel, data)
+        except RedisError as exc:
+            log.debug("awareness publish failed: %s", exc)
+
+    async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
+        handle.sockets.pop(member_id, None)
+        if handle.core is not None and member_id in handle.core.members:
+            effects = handle.core.remove_member(member_id)
+            self._carry_out(handle, member_id, _NO_SOCKET, effects)  # type: ignore[arg-type]
+        await self._forget_member(block_id, member_id)
+        if not handle.sockets and self.rooms.get(block_id) is handle:
+            await self._drop_room(block_id, handle)
+
+    async def _forget_member(self, block_id: str, member_id: str) -> None:
+        try:
+            _, mentor_away, empty = await self.store.leave(block_id, member_id, now_ms())
+            await self._after_leave(block_id, mentor_away, empty)
+        except RedisError as exc:
+            log.warning("leave of %s failed (the reaper or resync fixes it): %s", member_id, exc)
+
+    async def _after_leave(self, block_id: str, mentor_away: bool, empty: bool) -> None:
+        if mentor_away:
+            deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
+            await self.redis.zadd(self.keys.closing, {block_id: deadline})
+        elif empty:
+            await self.close_room(block_id, session="", force=True, reason="empty")
+
+    async def _register(self, block_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.rooms, block_id)
+            pipe.sadd(self.keys.gateway_rooms(self.id), block_id)
+            await pipe.execute()
+
+    # --- rooms --------------------------------------------------------------------------
+    async def _room(self, block_id: str, block: Block, session: str) -> RoomHandle:
+        """The loaded room for this session, loading it (once) if needed."""
+        while True:
+            handle = self.rooms.get(block_id)
+            if handle is not None and not handle.closed:
+                await handle.loaded.wait()
+                if handle.core is not None and handle.core.session == session:
+                    return handle
+                if handle.core is not None:
+                    # The room we hold belongs to an older session: it has closed.
+                    self._close_local(block_id, handle, "mentor-left")
+                    continue
+            pending = self._opening.get(block_id)
+            if pending is not None:
+                await asyncio.shield(pending)
+                continue
+            future: asyncio.Future[RoomHandle] = asyncio.get_running_loop().create_future()
+            self._opening[block_id] = future
+            try:
+                handle = await self._load_room(block_id, block)
+                future.set_result(handle)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved
+                raise
+            finally:
+                del self._opening[block_id]
+
+    async def _load_room(self, block_id: str, block: Block) -> RoomHandle:
+        handle = RoomHandle(block=block)
+        self.rooms[block_id] = handle
+        self.metrics.rooms.set(len(self.rooms))
+        channel = self.keys.room(block_id).channel
+        try:
+            await self.relay.subscribe(channel)
+            loaded = await self.store.load(block_id, 0)
+            if loaded is None:
+                raise LookupError("room closed while opening")
+        except BaseException:
+            self.rooms.pop(block_id, None)
+            await self.relay.unsubscribe(channel)
+            handle.loaded.set()
+            raise
+        core = RoomCore(block_id, loaded.session, loaded.epoch, block.solution, self.limits)
+        core.load(loaded.snapshot, loaded.entries, loaded.seq)
+        core.doc_bytes = loaded.doc_bytes
+        handle.core = core
+        early, handle.early = handle.early, []
+        for data in early:
+            self.on_channel_message(block_id, data)
+        handle.loaded.set()
+        self._schedule_solved(handle)
+        return handle
+
+    async def _drop_room(self, block_id: str, handle: RoomHandle) -> None:
+        if handle.pending or handle.flushing:
+            return  # the flusher drops it when done
+        self.rooms.pop(block_id, None)
+        self.metrics.rooms.set(len(self.rooms))
+        await self.relay.unsubscribe(self.keys.room(block_id).channel)
+
+    def _close_local(self, block_id: str, handle: RoomHandle, reason: str) -> None:
+        """The room closed: everyone here goes back to the lobby."""
+        handle.closed = True
+        if self.rooms.get(block_id) is handle:
+            del self.rooms[block_id]
+            self.metrics.rooms.set(len(self.rooms))
+            self._spawn(self.relay.unsubscribe(self.keys.room(block_id).channel))
+        frame = protocol.room_closed(reason)
+        for ws in list(handle.sockets.values()):
+            self.send(ws, frame)
+            self._spawn(self._close(ws, CloseCode.ROOM_CLOSED, "room closed: " + reason))
+
+    # --- publishing ---------------------------------------------------------------------
+    async def _flush(self, handle: RoomHandle) -> None:
+        """Publish the room's pending updates, one batch in flight at a time."""
+        block_id = handle.block.id
+        try:
+            while handle.pending and handle.core is not None and not handle.closed:
+                batch, handle.pending = handle.pending, []
+                update = batch[0] if len(batch) == 1 else merge_updates(*batch)
+                core = handle.core
+                try:
+                    seq, doc_bytes, since_snapshot = await self.store.publish(
+                        block_id, core.session, self.id, update
+                    )
+                except RedisError as exc:
+                    # Kept in the document: the resync after the reconnect republishes it.
+                    log.warning("publish to room %s failed: %s", block_id, exc)
+                    return
+                self.metrics.publishes.inc()
+                if seq < 0:
+                    return  # the session is over; the close message is on its way
+                core.doc_bytes = doc_bytes
+                if since_snapshot > self.settings.log_compact_entries and not handle.compacting:
+                    handle.compacting = True
+                    self._spawn(self._compact(handle))
+        finally:
+            handle.flushing = False
+            if not handle.sockets and self.rooms.get(block_id) is handle and not handle.pending:
+                await self._drop_room(block_id, handle)
+
+    async def _compact(self, handle: RoomHandle) -> None:
+        core = handle.core
+        try:
+            if core is None or handle.closed:
+                return
+            await self.catch_up(handle)
+            await self.store.compact(core.block_id, core.session, core.applied_seq, core.full_update())
+        except RedisError as exc:
+            log.warning("compaction of %s failed: %s", handle.block.id, exc)
+        finally:
+            handle.compacting = False
+
+    # --- the room channel ---------------------------------------------------------------
+    def on_channel_message(self, channel_or_block: str, data: bytes) -> None:
+        block_id = self.keys.room_from_channel(channel_or_block) or channel_or_block
+        handle = self.rooms.get(block_id)
+        kind = data[:1]
+        self.metrics.redis_messages.labels(kind.decode(errors="replace")).inc()
+        if handle is None or handle.closed:
+            return
+        core = handle.core
+        if core is None:
+            handle.early.append(data)
+            return
+        if kind == b"U":
+            origin, seq_text, update = data[1:].split(b"\x00", 2)
+            frame, gap = core.apply_remote_update(int(seq_text), update, origin == self.id.encode())
+            if frame is not None:
+                self.fanout(handle, frame)
+                self._schedule_solved(handle)
+            if gap and not handle.catching_up:
+                self._spawn(self.catch_up(handle))
+        elif kind == b"A":
+            origin, update = data[1:].split(b"\x00", 1)
+            if origin != self.id.encode():
+                frame = core.apply_remote_awareness(update)
+                if frame is not None:
+                    self.fanout(handle, frame)
+        elif kind == b"P":
+            mentor, students, watchers = data[1:].split(b"\x00")
+            self.fanout(
+                handle,
+                protocol.presence(mentor=mentor == b"1", students=int(students), watchers=int(watchers)),
+            )
+        elif kind == b"S":
+            self.fanout(handle, protocol.SOLVED)
+        elif kind == b"C":
+            session, reason = data[1:].split(b"\x00", 1)
+            if session.decode() == core.session:
+                self._close_local(block_id, handle, reason.decode())
+
+    async def catch_up(self, handle: RoomHandle) -> None:
+        """Read what the room log has beyond what this gateway applied."""
+        core = handle.core
+        if core is None or handle.catching_up:
+            return
+        handle.catching_up = True
+        try:
+            self.metrics.catchups.inc()
+            loaded = await self.store.load(core.block_id, core.applied_seq)
+            if loaded is None or loaded.session != core.session:
+                self._close_local(core.block_id, handle, "mentor-left")
+                return
+            before = core.doc.get_state()
+            core.load(loaded.snapshot, loaded.entries, loaded.seq)
+            diff = core.doc.get_update(before)
+            if diff != b"\x00\x00":
+                self.fanout(handle, protocol.sync_update(diff))
+                self._schedule_solved(handle)
+        finally:
+            handle.catching_up = False
+
+    # --- solved ---------------------------------------------------------------------------
+    def _schedule_solved(self, handle: RoomHandle) -> None:
+        if not handle.solved_scheduled:
+            handle.solved_scheduled = True
+            self._spawn(self._check_solved(handle))
+
+    async def _check_solved(self, handle: RoomHandle) -> None:
+        await asyncio.sleep(0)  # one check per tick, after the tick's updates
+        handle.solved_scheduled = False
+        core = handle.core
+        if core is None or handle.closed:
+            return
+        match = core.solved_check()
+        if match is None:
+            return
+        try:
+            await self.store.mark_solved(core.block_id, core.session, core.applied_seq, match)
+        except RedisError as exc:
+            log.warning("solved check of %s failed: %s", core.block_id, exc)
+
+    # --- closing, reaping, resync (called by housekeeping and the relay) -------------------
+    async def close_room(self, block_id: str, *, session: str, force: bool, reason: str) -> str:
+        """Close a room if its mentor's grace is over (or now, with force); archive it."""
+        result = await self.store.close(
+            block_id,
+            session=session,
+            now_ms=now_ms(),
+            grace_ms=int(self.settings.mentor_grace_seconds * 1000),
+            reason=reason,
+            force=force,
+        )
+        if not isinstance(result, Closed):
+            status, deadline = result
+            if status == "wait":
+                await self.redis.zadd(self.keys.closing, {block_id: deadline})
+            return status
+        await self.redis.srem(self.keys.rooms, block_id)
+        self.metrics.rooms_closed.inc()
+        if result.mentor:
+            self.archiver.archive(block_id, result, reason)
+        return "closed"
+
+    async def resync_all(self) -> None:
+        """After the pub/sub connection came back: re-register and catch up every room."""
+        for block_id, handle in list(self.rooms.items()):
+            core = handle.core
+            if core is None or handle.closed:
+                continue
+            try:
+                await self._resync(block_id, handle, core)
+            except RedisError as exc:
+                log.warning("resync of %s failed: %s", block_id, exc)
+
+    async def _resync(self, block_id: str, handle: RoomHandle, core: RoomCore) -> None:
+        self.metrics.resyncs.inc()
+        members = [(m.id, _LETTER[m.role], m.client_id) for m in core.members.values()]
+        status, epoch, mentor_away = await self.store.resync(
+            block_id,
+            session=core.session,
+            now_ms=now_ms(),
+            new_epoch=secrets.token_hex(8),
+            snapshot=core.full_update(),
+            members=members,
+        )
+        if status == "closed":
+            self._close_local(block_id, handle, "mentor-left")
+            return
+        await self._register(block_id)
+        if epoch != core.epoch:
+            # Redis lost the room (restart): start counting from its new log, and give
+            # it whatever this gateway holds that the first re-seeder did not.
+            core.epoch = epoch
+            core.applied_seq = 0
+            loaded = await self.store.load(block_id, 0)
+            if loaded is None:
+                return
+            remote = Doc()
+            if loaded.snapshot:
+                remote.apply_update(loaded.snapshot)
+            for _, update in loaded.entries:
+                remote.apply_update(update)
+            missing = core.doc.get_update(remote.get_state())
+            if missing != b"\x00\x00":
+                handle.pending.append(missing)
+                if not handle.flushing:
+                    handle.flushing = True
+                    self._spawn(self._flush(handle))
+        await self.catch_up(handle)
+        if mentor_away:
+            deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
+            await self.redis.zadd(self.keys.closing, {block_id: deadline}, nx=True)
+
+    async def check_rooms(self) -> None:
+        """Periodic: catch up any room whose log is ahead of what was applied here."""
+        handles = [(b, h) for b, h in self.rooms.items() if h.core is not None and not h.closed]
+        if not handles:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for block_id, _ in handles:
+                pipe.hmget(self.keys.room(block_id).state, "session", "seq")
+            results = await pipe.execute()
+        for (block_id, handle), (session, seq) in zip(handles, results, strict=True):
+            core = handle.core
+            if core is None:
+                continue
+            if session is None or session.decode() != core.session:
+                self._close_local(block_id, handle, "mentor-left")
+            elif int(seq) > core.applied_seq:
+                self._spawn(self.catch_up(handle))
+
+    async def drain(self) -> None:
+        """SIGTERM: publish what is pending, then close every socket with 1012."""
+        self.shutting_down = True
+        for handle in list(self.rooms.values()):
+            if handle.pending and not handle.flushing:
+                handle.flushing = True
+                await self._flush(handle)
+        deadline = time.monotonic() + 2.0
+        while any(h.flushing for h in self.rooms.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        closing = [
+            self._close(ws, CloseCode.SERVICE_RESTART, "gateway restarting")
+            for handle in list(self.rooms.values())
+            for ws in list(handle.sockets.values())
+        ]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+
+class _NoSocket:
+    """Stands in for the sender when the core's effects have no sender (a leave)."""
+
+
+_NO_SOCKET = _NoSocket()
+
+
+def _param(params: dict[str, list[str]], name: str) -> str:
+    values = params.get(name)
+    return values[0] if values else ""

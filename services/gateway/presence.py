@@ -1,0 +1,114 @@
+"""Fleet housekeeping: heartbeats, reaping dead gateways, closing rooms after the grace.
+
+Every gateway runs this loop each ``HEARTBEAT_INTERVAL_SECONDS``:
+1. heartbeat: ``ZADD gateways <now> <id>``;
+2. notice a Redis that lost its data (its run id changed) and resync every room;
+3. catch up rooms whose log is ahead of what this gateway applied (a lost last message);
+4. reap gateways silent for ``GATEWAY_DEAD_AFTER_SECONDS``: remove their members from
+   every room they served (counts corrected, a mentor's grace started);
+5. close rooms whose mentor's grace is over (atomic in Redis: exactly one gateway wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from services.gateway.hub import Hub, now_ms
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeper:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.settings
+        self.redis = hub.redis
+        self.keys = hub.keys
+        self._run_id: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.redis_ok = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="housekeeping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.gateways, self.hub.id)
+                pipe.delete(self.keys.gateway_rooms(self.hub.id))
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("could not deregister: %s", exc)
+
+    async def _loop(self) -> None:
+        interval = self.settings.heartbeat_interval_seconds
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+                self.redis_ok = True
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.redis_ok:
+                    log.error("housekeeping: redis unavailable: %s", exc)
+                self.redis_ok = False
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def tick(self) -> None:
+        hub = self.hub
+        await self.redis.zadd(self.keys.gateways, {hub.id: now_ms()})
+        info = await self.redis.info("server")
+        run_id = str(info.get("run_id", ""))
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("redis restarted (run id changed): resyncing rooms")
+            await hub.resync_all()
+        self._run_id = run_id
+        await hub.check_rooms()
+        await self.reap()
+        await self.sweep()
+
+    async def reap(self) -> None:
+        dead_before = now_ms() - int(self.settings.gateway_dead_after_seconds * 1000)
+        dead = await self.redis.zrangebyscore(self.keys.gateways, "-inf", dead_before)
+        for raw in dead:
+            gateway = raw.decode()
+            if gateway == self.hub.id:
+                continue
+            lock = await self.redis.set(self.keys.reap_lock(gateway), self.hub.id, nx=True, px=10000)
+            if not lock:
+                continue
+            rooms = await self.redis.smembers(self.keys.gateway_rooms(gateway))
+            log.warning("reaping gateway %s (%d rooms)", gateway, len(rooms))
+            for room in rooms:
+                block_id = room.decode()
+                _, mentor_away, empty = await self.hub.store.leave(
+                    block_id, gateway + "/", now_ms(), prefix=True
+                )
+                await self.hub._after_leave(block_id, mentor_away, empty)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.gateway_rooms(gateway))
+                pipe.zrem(self.keys.gateways, gateway)
+                await pipe.execute()
+            self.hub.metrics.reaped.inc()
+
+    async def sweep(self) -> None:
+        due = await self.redis.zrangebyscore(
+            self.keys.closing, "-inf", now_ms(), start=0, num=50, withscores=True
+        )
+        for raw, score in due:
+            block_id = raw.decode()
+            status = await self.hub.close_room(
+                block_id, session="", force=False, reason="mentor-left"
+            )
+            if status in ("stale", "none", "closed"):
+                await self.hub.store.forget_closing(block_id, int(score))

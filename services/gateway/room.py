@@ -1,0 +1,280 @@
+"""The pure room core: one room's document, local members, roles and what to send.
+
+No sockets, no Redis, no clock of its own: the shell (``hub.py``) feeds it frames,
+remote events and the time, and carries out the returned ``Effects``. Everything that
+decides who may do what, what reaches whom and what is published lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+from pycrdt import Doc, Text
+
+from shared import protocol
+from shared.protocol import CloseCode, MessageType, ProtocolError, Role, SyncType
+from shared.yvalidate import (
+    InvalidUpdate,
+    encode_awareness_update,
+    parse_awareness_update,
+    validate_state_vector,
+    validate_update,
+)
+
+EMPTY_UPDATE = b"\x00\x00"
+# The template is written with a fixed Yjs client id, so that every gateway that
+# builds it produces the same bytes (a duplicate is then a no-op, never a second copy).
+TEMPLATE_CLIENT_ID = 1
+MAX_AWARENESS_STATE_BYTES = 4096
+MAX_AWARENESS_CLIENTS_PER_MEMBER = 4
+
+
+def template_update(template: str) -> bytes:
+    """The Yjs update that creates the room's text from the block's template."""
+    doc = Doc(client_id=TEMPLATE_CLIENT_ID)
+    text = doc.get("code", type=Text)
+    if template:
+        text += template
+    return doc.get_update()
+
+
+def normalize_code(code: str) -> str:
+    """The solved rule: line endings unified, trailing whitespace of every line and
+    trailing blank lines ignored. Everything else (indentation, blank lines inside)
+    counts."""
+    lines = code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).rstrip("\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_doc_bytes: int = 1 << 20
+    max_frame_bytes: int = 1 << 18
+    updates_per_second: float = 50.0
+    burst: int = 200
+
+
+@dataclass(slots=True)
+class Member:
+    """One local socket in the room."""
+
+    id: str
+    client_id: str
+    role: Role
+    tokens: float
+    stamp: float
+    awareness_ids: set[int] = field(default_factory=set)
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "student"
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the shell must do after one input."""
+
+    reply: list[bytes] = field(default_factory=list)  # to the sender only
+    broadcast: list[bytes] = field(default_factory=list)  # to every other local member
+    publish_update: bytes | None = None  # append to the room log and fan out
+    publish_awareness: bytes | None = None  # fan out to the other gateways
+    close: CloseCode | None = None  # close the sender with this code
+    reason: str = ""
+
+
+class RoomCore:
+    """One room as seen by one gateway."""
+
+    def __init__(
+        self,
+        block_id: str,
+        session: str,
+        epoch: str,
+        solution: str | None,
+        limits: Limits,
+    ) -> None:
+        self.block_id = block_id
+        self.session = session
+        self.epoch = epoch
+        self.limits = limits
+        self.doc = Doc()
+        self.text = self.doc.get("code", type=Text)
+        self.members: dict[str, Member] = {}
+        self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
+        self.applied_seq = 0  # every log entry up to here is in self.doc
+        self.doc_bytes = 0  # approximate size of the document (snapshot + log)
+        self._solution = normalize_code(solution) if solution is not None else None
+        self._text_dirty = True
+        self._last_match = False
+
+    # --- state from Redis ---------------------------------------------------------
+    def load(self, snapshot: bytes | None, entries: list[tuple[int, bytes]], seq: int) -> None:
+        """Apply a snapshot and log entries read from Redis (trusted: written by us)."""
+        if snapshot:
+            self.doc.apply_update(snapshot)
+        for _, update in entries:
+            self.doc.apply_update(update)
+        self.applied_seq = max(self.applied_seq, seq)
+        self._text_dirty = True
+
+    def apply_remote_update(self, seq: int, update: bytes, own: bool) -> tuple[bytes | None, bool]:
+        """A log entry from the room channel. Returns (frame for local members, gap?).
+
+        A gap (an entry skipped) tells the shell to read the log from ``applied_seq``."""
+        previous = self.applied_seq
+        if seq <= previous:
+            return None, False  # already in the document (read from the log)
+        gap = seq > previous + 1
+        if not gap:
+            self.applied_seq = seq
+        if own:
+            return None, gap  # applied when our client sent it
+        self.doc.apply_update(update)
+        self._text_dirty = True
+        return protocol.sync_update(update), gap
+
+    def apply_remote_awareness(self, update: bytes) -> bytes | None:
+        try:
+            entries = parse_awareness_update(update)
+        except InvalidUpdate:
+            return None
+        for client, clock, state in entries:
+            self._remember_awareness(client, clock, state)
+        return protocol.awareness_message(update)
+
+    # --- members ------------------------------------------------------------------
+    def add_member(self, member_id: str, client_id: str, role: Role, now: float) -> list[bytes]:
+        """Register a local socket; returns the frames it gets first (after welcome)."""
+        self.members[member_id] = Member(member_id, client_id, role, self.limits.burst, now)
+        out = [protocol.sync_step1(self.doc.get_state())]
+        states = self.awareness_snapshot()
+        if states is not None:
+            out.append(states)
+        return out
+
+    def remove_member(self, member_id: str) -> Effects:
+        """A local socket closed: its awareness states are removed for everyone."""
+        effects = Effects()
+        member = self.members.pop(member_id, None)
+        if member is None or not member.awareness_ids:
+            return effects
+        gone = []
+        for client in member.awareness_ids:
+            clock = self.awareness.pop(client, (0, "null"))[0] + 1
+            gone.append((client, clock, "null"))
+        update = encode_awareness_update(gone)
+        effects.broadcast.append(protocol.awareness_message(update))
+        effects.publish_awareness = update
+        return effects
+
+    def awareness_snapshot(self) -> bytes | None:
+        states = [(c, clock, s) for c, (clock, s) in self.awareness.items() if s != "null"]
+        if not states:
+            return None
+        return protocol.awareness_message(encode_awareness_update(states))
+
+    # --- client frames --------------------------------------------------------------
+    def receive(self, member_id: str, frame: bytes, now: float) -> Effects:
+        member = self.members[member_id]
+        if not self._take_token(member, now):
+            return Effects(close=CloseCode.RATE_LIMITED, reason="too many messages")
+        try:
+            message = protocol.decode_message(frame)
+            if message.type == MessageType.SYNC:
+                return self._sync(member, message.sync_type, message.payload, frame)
+            if message.type == MessageType.AWARENESS:
+                return self._awareness(member, message.payload, frame)
+            if message.type == MessageType.QUERY_AWARENESS:
+                states = self.awareness_snapshot()
+                return Effects(reply=[states] if states else [])
+            return Effects()  # auth messages from clients mean nothing to us
+        except (ProtocolError, InvalidUpdate) as exc:
+            return Effects(close=CloseCode.BAD_REQUEST, reason=str(exc)[:100])
+
+    def _sync(
+        self, member: Member, sync_type: SyncType | None, payload: bytes, frame: bytes
+    ) -> Effects:
+        if sync_type == SyncType.STEP1:
+            validate_state_vector(payload)
+            try:
+                diff = self.doc.get_update(payload)
+            except Exception:  # pycrdt rejects a state vector it cannot use
+                return Effects(close=CloseCode.BAD_REQUEST, reason="bad state vector")
+            return Effects(reply=[protocol.sync_step2(diff)])
+        if not validate_update(payload, max_bytes=self.limits.max_frame_bytes):
+            return Effects()  # empty: nothing to write, nothing to refuse
+        if not member.can_write:
+            return Effects(reply=[protocol.permission_denied(f"{member.role}s are read-only")])
+        if self.doc_bytes + len(payload) > self.limits.max_doc_bytes:
+            return Effects(close=CloseCode.DOC_TOO_LARGE, reason="document too large")
+        try:
+            self.doc.apply_update(payload)
+        except Exception:
+            return Effects(close=CloseCode.BAD_REQUEST, reason="invalid update")
+        self._text_dirty = True
+        self.doc_bytes += len(payload)
+        out = frame if sync_type == SyncType.UPDATE else protocol.sync_update(payload)
+        return Effects(broadcast=[out], publish_update=payload)
+
+    def _awareness(self, member: Member, payload: bytes, frame: bytes) -> Effects:
+        entries = parse_awareness_update(payload)
+        for client, clock, state in entries:
+            owner = self._awareness_owner(client)
+            if owner is not None and owner is not member:
+                return Effects(close=CloseCode.BAD_REQUEST, reason="awareness of another client")
+            if len(state) > MAX_AWARENESS_STATE_BYTES:
+                return Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
+            if state != "null":
+                try:
+                    orjson.loads(state)
+                except orjson.JSONDecodeError:
+                    return Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
+            if client not in member.awareness_ids:
+                if len(member.awareness_ids) >= MAX_AWARENESS_CLIENTS_PER_MEMBER:
+                    return Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
+                member.awareness_ids.add(client)
+        for client, clock, state in entries:
+            self._remember_awareness(client, clock, state)
+        return Effects(broadcast=[frame], publish_awareness=payload)
+
+    def _awareness_owner(self, client: int) -> Member | None:
+        for member in self.members.values():
+            if client in member.awareness_ids:
+                return member
+        return None
+
+    def _remember_awareness(self, client: int, clock: int, state: str) -> None:
+        known = self.awareness.get(client)
+        if known is None or clock >= known[0]:
+            if state == "null":
+                self.awareness.pop(client, None)
+            else:
+                self.awareness[client] = (clock, state)
+
+    def _take_token(self, member: Member, now: float) -> bool:
+        limits = self.limits
+        member.tokens = min(
+            float(limits.burst), member.tokens + (now - member.stamp) * limits.updates_per_second
+        )
+        member.stamp = now
+        if member.tokens < 1.0:
+            return False
+        member.tokens -= 1.0
+        return True
+
+    # --- solved -------------------------------------------------------------------------
+    def solved_check(self) -> bool | None:
+        """Whether the text matches the solution, or None if nothing changed since last time."""
+        if self._solution is None or not self._text_dirty:
+            return None
+        self._text_dirty = False
+        match = normalize_code(str(self.text)) == self._solution
+        if match == self._last_match:
+            return None
+        self._last_match = match
+        return match
+
+    def full_update(self, state_vector: bytes | None = None) -> bytes:
+        return self.doc.get_update(state_vector) if state_vector else self.doc.get_update()
+
