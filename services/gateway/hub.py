@@ -29,7 +29,7 @@ from services.gateway import tokens
 from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.room import Effects, Limits, RoomCore, template_update
+from services.gateway.room import EMPTY_UPDATE, Effects, Limits, RoomCore, template_update
 from services.gateway.scripts import Closed, RoomStore
 from shared import protocol
 from shared.keys import Keys
@@ -335,7 +335,7 @@ class Hub:
         channel = self.keys.room(block_id).channel
         try:
             await self.relay.subscribe(channel)
-            loaded = await self.store.load(block_id, 0)
+            loaded = await self.store.load(block_id)
             if loaded is None:
                 raise LookupError("room closed while opening")
         except BaseException:
@@ -468,7 +468,7 @@ class Hub:
             before = core.doc.get_state()
             core.load(loaded.snapshot, loaded.entries, loaded.seq)
             diff = core.doc.get_update(before)
-            if diff != b"\x00\x00":
+            if diff != EMPTY_UPDATE:
                 self.fanout(handle, protocol.sync_update(diff))
                 self._schedule_solved(handle)
         finally:
@@ -543,11 +543,11 @@ class Hub:
             return
         await self._register(block_id)
         if epoch != core.epoch:
-            # Redis lost the room (restart): start counting from its new log, and give
-            # it whatever this gateway holds that the first re-seeder did not.
+            # Redis lost the room (restart): count from its new log, take what the
+            # first re-seeder wrote, and give it whatever only this gateway holds.
             core.epoch = epoch
             core.applied_seq = 0
-            loaded = await self.store.load(block_id, 0)
+            loaded = await self.store.load(block_id)
             if loaded is None:
                 return
             remote = Doc()
@@ -556,7 +556,13 @@ class Hub:
             for _, update in loaded.entries:
                 remote.apply_update(update)
             missing = core.doc.get_update(remote.get_state())
-            if missing != b"\x00\x00":
+            before = core.doc.get_state()
+            core.load(loaded.snapshot, loaded.entries, loaded.seq)
+            core.doc_bytes = loaded.doc_bytes
+            news = core.doc.get_update(before)
+            if news != EMPTY_UPDATE:
+                self.fanout(handle, protocol.sync_update(news))
+            if missing != EMPTY_UPDATE:
                 handle.pending.append(missing)
                 if not handle.flushing:
                     handle.flushing = True

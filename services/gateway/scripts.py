@@ -137,7 +137,7 @@ redis.call('HSET', KEYS[1], 'snap_seq', ARGV[2], 'doc_bytes', bytes)
 return 1
 """
 
-# ARGV: applied seq of the caller (0 = everything). Returns {session, epoch, seq,
+# ARGV: applied seq of the caller (-1 = nothing yet: the snapshot is always included). Returns {session, epoch, seq,
 # doc_bytes, snapshot or false, seq1, update1, ...}; {false} when the room is not open.
 LOAD = """
 local v = redis.call('HMGET', KEYS[1], 'session', 'epoch', 'seq', 'snap_seq', 'doc_bytes')
@@ -344,7 +344,8 @@ class RoomStore:
     async def compact(self, block_id: str, session: str, seq: int, snapshot: bytes) -> bool:
         return bool(await self._compact(keys=self._k(block_id), args=[session, seq, snapshot]))
 
-    async def load(self, block_id: str, from_seq: int = 0) -> Loaded | None:
+    async def load(self, block_id: str, from_seq: int = -1) -> Loaded | None:
+        """The room's state beyond ``from_seq`` (-1: all of it), or None if it is not open."""
         r = await self._load(keys=self._k(block_id), args=[from_seq])
         if not r or r[0] is None:
             return None
