@@ -78,7 +78,10 @@ class RoomClient:
             compression=None,
         )
         self._task = asyncio.create_task(self._reader(self.ws))
-        await self.ws.send(protocol.sync_step1(self.doc.get_state()))
+        try:
+            await self.ws.send(protocol.sync_step1(self.doc.get_state()))
+        except ConnectionClosed:
+            pass  # refused at once (e.g. 4404): the reader records the close code
         if wait_synced:
             await self.wait_for(lambda: self.synced.is_set() or self.closed.is_set(), timeout)
         return self

@@ -30,7 +30,7 @@ from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.room import EMPTY_UPDATE, Effects, Limits, RoomCore, template_update
-from services.gateway.scripts import Closed, RoomStore
+from services.gateway.scripts import Closed, Presence, RoomStore
 from shared import protocol
 from shared.keys import Keys
 from shared.protocol import CloseCode, Role
@@ -59,6 +59,7 @@ class RoomHandle:
     catching_up: bool = False
     solved_scheduled: bool = False
     closed: bool = False
+    presence: Presence | None = None  # the newest counts seen on the channel
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -226,6 +227,13 @@ class Hub:
             )
             for frame in core.add_member(member_id, client_id, role, time.monotonic()):
                 self.send(ws, frame)
+            counts = joined.presence
+            if handle.presence is not None and (
+                counts is None or handle.presence.version > counts.version
+            ):
+                counts = handle.presence
+            if counts is not None:
+                self.send(ws, _presence_frame(counts))
             await self._read(ws, handle, member_id)
         finally:
             await self._leave(block_id, handle, member_id)
@@ -346,6 +354,8 @@ class Hub:
         core = RoomCore(block_id, loaded.session, loaded.epoch, block.solution, self.limits)
         core.load(loaded.snapshot, loaded.entries, loaded.seq)
         core.doc_bytes = loaded.doc_bytes
+        handle.presence = loaded.presence
+        core.solved = loaded.solved
         handle.core = core
         early, handle.early = handle.early, []
         for data in early:
@@ -428,9 +438,11 @@ class Hub:
             return
         if kind == b"U":
             origin, seq_text, update = data[1:].split(b"\x00", 2)
+            before = core.applied_seq
             frame, gap = core.apply_remote_update(int(seq_text), update, origin == self.id.encode())
             if frame is not None:
                 self.fanout(handle, frame)
+            if core.applied_seq != before or frame is not None:
                 self._schedule_solved(handle)
             if gap and not handle.catching_up:
                 self._spawn(self.catch_up(handle))
@@ -441,12 +453,13 @@ class Hub:
                 if frame is not None:
                     self.fanout(handle, frame)
         elif kind == b"P":
-            mentor, students, watchers = data[1:].split(b"\x00")
-            self.fanout(
-                handle,
-                protocol.presence(mentor=mentor == b"1", students=int(students), watchers=int(watchers)),
-            )
+            version, mentor, students, watchers = data[1:].split(b"\x00")
+            counts = Presence(int(version), mentor == b"1", int(students), int(watchers))
+            if handle.presence is None or counts.version > handle.presence.version:
+                handle.presence = counts
+                self.fanout(handle, _presence_frame(counts))
         elif kind == b"S":
+            core.solved = True
             self.fanout(handle, protocol.SOLVED)
         elif kind == b"C":
             session, reason = data[1:].split(b"\x00", 1)
@@ -613,6 +626,12 @@ class _NoSocket:
 
 
 _NO_SOCKET = _NoSocket()
+
+
+def _presence_frame(counts: Presence) -> bytes:
+    return protocol.presence(
+        mentor=counts.mentor, students=counts.students, watchers=counts.watchers
+    )
 
 
 def _param(params: dict[str, list[str]], name: str) -> str:

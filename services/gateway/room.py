@@ -106,7 +106,7 @@ class RoomCore:
         self.doc_bytes = 0  # approximate size of the document (snapshot + log)
         self._solution = normalize_code(solution) if solution is not None else None
         self._text_dirty = True
-        self._last_match = False
+        self.solved = False  # the fleet-wide flag as this gateway last knew it
 
     # --- state from Redis ---------------------------------------------------------
     def load(self, snapshot: bytes | None, entries: list[tuple[int, bytes]], seq: int) -> None:
@@ -265,14 +265,19 @@ class RoomCore:
 
     # --- solved -------------------------------------------------------------------------
     def solved_check(self) -> bool | None:
-        """Whether the text matches the solution, or None if nothing changed since last time."""
+        """What to report to the room's solved flag, or None if there is nothing to say.
+
+        ``self.solved`` is this gateway's view of the fleet-wide flag (from the room's
+        state at load, and from ``solved`` events); a change of the match is reported
+        only when it disagrees with that view, so the flag flips, and ``solved`` is
+        announced, once per match however many gateways serve the room."""
         if self._solution is None or not self._text_dirty:
             return None
         self._text_dirty = False
         match = normalize_code(str(self.text)) == self._solution
-        if match == self._last_match:
+        if match == self.solved:
             return None
-        self._last_match = match
+        self.solved = match
         return match
 
     def full_update(self, state_vector: bytes | None = None) -> bytes:

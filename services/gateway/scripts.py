@@ -4,7 +4,7 @@ Every change to a room is one script, which also publishes the matching channel
 message, so the channel's order is the state's order (docs/redis.md).
 Channel messages: a kind byte, then fields separated by NUL:
 ``U<gateway>\\0<seq>\\0<update>``, ``A<gateway>\\0<awareness update>``,
-``P<mentor 0/1>\\0<students>\\0<watchers>``, ``S<seq>``, ``C<session>\\0<reason>``.
+``P<version>\\0<mentor 0/1>\\0<students>\\0<watchers>``, ``S<seq>``, ``C<session>\\0<reason>``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ local function presence()
   local m, s, w = counts()
   local here = 0
   if m > 0 then here = 1 end
-  redis.call('PUBLISH', KEYS[5], 'P' .. here .. '\\0' .. s .. '\\0' .. w)
-  return m, s, w
+  local pv = redis.call('HINCRBY', KEYS[1], 'pv', 1)
+  redis.call('PUBLISH', KEYS[5], 'P' .. pv .. '\\0' .. here .. '\\0' .. s .. '\\0' .. w)
+  return m, s, w, pv
 end
 local ROLE_FIELD = {m = 'n_mentor', s = 'n_student', w = 'n_watcher'}
 """
@@ -66,11 +67,12 @@ end
 if letter == 'm' then redis.call('HDEL', KEYS[1], 'mentor_left_at') end
 redis.call('HSET', KEYS[2], ARGV[1], letter .. ARGV[3])
 redis.call('HINCRBY', KEYS[1], ROLE_FIELD[letter], 1)
-m, s, w = presence()
+local pv
+m, s, w, pv = presence()
 if s > tonumber(redis.call('HGET', KEYS[1], 'peak_students') or 0) then
   redis.call('HSET', KEYS[1], 'peak_students', s)
 end
-return {letter, session, redis.call('HGET', KEYS[1], 'epoch'), m, s, w}
+return {letter, session, redis.call('HGET', KEYS[1], 'epoch'), m, s, w, pv}
 """
 )
 
@@ -140,15 +142,17 @@ return 1
 # ARGV: applied seq of the caller (-1 = nothing yet: the snapshot is always included). Returns {session, epoch, seq,
 # doc_bytes, snapshot or false, seq1, update1, ...}; {false} when the room is not open.
 LOAD = """
-local v = redis.call('HMGET', KEYS[1], 'session', 'epoch', 'seq', 'snap_seq', 'doc_bytes')
+local v = redis.call('HMGET', KEYS[1], 'session', 'epoch', 'seq', 'snap_seq', 'doc_bytes',
+  'pv', 'n_mentor', 'n_student', 'n_watcher', 'solved')
 if not v[1] then return {false} end
 local from = tonumber(ARGV[1])
-local out = {v[1], v[2], v[3], v[4], v[5]}
+local out = {v[1], v[2], v[3], v[4], v[5], v[6] or '0', v[7] or '0', v[8] or '0', v[9] or '0',
+  v[10] or '0'}
 if from < tonumber(v[4]) then
-  out[6] = redis.call('GET', KEYS[4]) or ''
+  out[11] = redis.call('GET', KEYS[4]) or ''
   from = tonumber(v[4])
 else
-  out[6] = false
+  out[11] = false
 end
 for _, e in ipairs(redis.call('XRANGE', KEYS[3], '(' .. from .. '-1', '+')) do
   table.insert(out, string.match(e[1], '^(%d+)'))
@@ -251,13 +255,19 @@ return 0
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    version: int  # 'pv': bumped by every change of the counts
+    mentor: bool
+    students: int
+    watchers: int
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     role: str  # 'mentor' | 'student' | 'watcher' | 'full'
     session: str
     epoch: str = ""
-    mentor: int = 0
-    students: int = 0
-    watchers: int = 0
+    presence: Presence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +277,8 @@ class Loaded:
     seq: int
     snap_seq: int
     doc_bytes: int
+    presence: Presence
+    solved: bool
     snapshot: bytes | None
     entries: list[tuple[int, bytes]]
 
@@ -329,7 +341,8 @@ class RoomStore:
         r = await self._join(keys=self._k(block_id), args=args)
         if r[0] == b"full":
             return Joined("full", r[1].decode())
-        return Joined(_ROLE[r[0]], r[1].decode(), r[2].decode(), int(r[3]), int(r[4]), int(r[5]))
+        counts = Presence(int(r[6]), int(r[3]) > 0, int(r[4]), int(r[5]))
+        return Joined(_ROLE[r[0]], r[1].decode(), r[2].decode(), counts)
 
     async def leave(self, block_id: str, member_or_prefix: str, now_ms: int, *, prefix: bool = False) -> tuple[int, bool, bool]:
         r = await self._leave(
@@ -355,8 +368,10 @@ class RoomStore:
             seq=int(r[2]),
             snap_seq=int(r[3]),
             doc_bytes=int(r[4]),
-            snapshot=bytes(r[5]) if r[5] is not None else None,
-            entries=_entries(r[6:]),
+            presence=Presence(int(r[5]), int(r[6]) > 0, int(r[7]), int(r[8])),
+            solved=r[9] == b"1",
+            snapshot=bytes(r[10]) if r[10] is not None else None,
+            entries=_entries(r[11:]),
         )
 
     async def mark_solved(self, block_id: str, session: str, seq: int, matched: bool) -> bool:

@@ -1,0 +1,344 @@
+"""Room behaviour with clients spread over two real gateway processes and a real Redis.
+
+Each numbered behaviour of the rooms issue has a test here: join and the atomic mentor
+election, editing, read-only roles, presence and awareness, solved, the mentor leaving
+(grace, resume token), the session archive and the lobby's live status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from services.gateway import tokens
+from shared.protocol import CloseCode
+from tests.fleet.conftest import GRACE, Blocks, unique_client
+from tests.infra import Fleet
+from tests.yclient import RoomClient, wait_for
+
+pytestmark = [pytest.mark.fleet]
+
+
+async def join(url: str, block_id: str, **kw: object) -> RoomClient:
+    return await RoomClient(url, block_id, **kw).connect()  # type: ignore[arg-type]
+
+
+async def close_all(*clients: RoomClient) -> None:
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+# 1. Join -----------------------------------------------------------------------------
+
+
+async def test_roles_and_welcome_across_gateways(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    student = await join(gw[1], block.id)
+    watcher = await join(gw[1], block.id, role="watcher")
+    other = await join(gw[0], block.id, role="mentor")  # a role= other than watcher is ignored
+    assert [c.role for c in (mentor, student, watcher, other)] == [
+        "mentor", "student", "watcher", "student",
+    ]
+    welcome = mentor.last("welcome")
+    assert welcome is not None
+    assert welcome["blockId"] == block.id and welcome["session"]
+    assert welcome["resumeToken"] and student.last("welcome")["resumeToken"] is None  # type: ignore[index]
+    assert welcome["graceSeconds"] == GRACE
+    assert {c.value for c in (mentor, student, watcher, other)} == {block.template}
+    await close_all(mentor, student, watcher, other)
+
+
+@pytest.mark.parametrize("block_id", ["0" * 24, "not-an-id", "abc", "6b0922b2043e5fcd1d8aae5"])
+async def test_unknown_or_malformed_block_is_closed_with_4404(gw: list[str], block_id: str) -> None:
+    client = await join(gw[0], block_id)
+    await client.wait_for(client.closed.is_set, 5)
+    assert client.close_code == CloseCode.UNKNOWN_BLOCK
+
+
+async def test_mentor_election_is_atomic_across_gateways(blocks: Blocks, gw: list[str]) -> None:
+    for _ in range(4):
+        block = blocks.new()
+        clients = [RoomClient(gw[i % 2], block.id) for i in range(10)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        roles = sorted(c.role or "?" for c in clients)
+        assert roles == ["mentor"] + ["student"] * 9
+        await close_all(*clients)
+
+
+async def test_watcher_first_does_not_take_the_mentor_role(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    watcher = await join(gw[0], block.id, role="watcher")
+    first = await join(gw[1], block.id)
+    assert (watcher.role, first.role) == ("watcher", "mentor")
+    await close_all(watcher, first)
+
+
+# 2. Editing ---------------------------------------------------------------------------
+
+
+def boundaries(text: str) -> list[int]:
+    """Positions not inside a typed ``<...>`` token (so no token splits another)."""
+    depth, out = 0, []
+    for i, ch in enumerate(text):
+        if depth == 0:
+            out.append(i)
+        depth += (ch == "<") - (ch == ">")
+    if depth == 0:
+        out.append(len(text))
+    return out
+
+
+
+async def test_concurrent_edits_by_many_students_all_survive(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    students = [await join(gw[i % 2], block.id) for i in range(6)]
+    rng = random.Random(7)
+    tokens_typed = []
+    for round_ in range(15):
+        for i, s in enumerate(students):
+            token = f"<{i}.{round_}>"
+            tokens_typed.append(token)
+            s.insert(rng.choice(boundaries(s.value)), token)
+        await asyncio.sleep(0)  # let the sends go out interleaved
+    everyone = [mentor, *students]
+    await wait_for(lambda: all(t in c.value for c in everyone for t in tokens_typed), 15)
+    await wait_for(lambda: len({c.value for c in everyone}) == 1, 5)
+    late = await join(gw[1], block.id)
+    assert late.value == mentor.value
+    late0 = await join(gw[0], block.id)
+    assert late0.value == mentor.value
+    await close_all(*everyone, late, late0)
+
+
+# 3. Read-only roles -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["mentor", "watcher"])
+async def test_read_only_roles_are_refused_on_the_server(
+    blocks: Blocks, gw: list[str], who: str
+) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    student = await join(gw[1], block.id)
+    watcher = await join(gw[0], block.id, role="watcher")
+    writer = mentor if who == "mentor" else watcher
+    writer.type_at_end("FORBIDDEN")
+    await writer.wait_for(lambda: bool(writer.denied), 5)
+    assert "read-only" in writer.denied[0]
+    student.type_at_end("allowed")
+    await wait_for(lambda: all("allowed" in c.value for c in (mentor, watcher)), 5)
+    assert "FORBIDDEN" not in student.value
+    late = await join(gw[1], block.id)
+    assert "FORBIDDEN" not in late.value and "allowed" in late.value
+    assert not writer.closed.is_set()  # refused, not disconnected
+    await close_all(mentor, student, watcher, late)
+
+
+# 4. Presence and awareness ------------------------------------------------------------
+
+
+def presence(client: RoomClient) -> tuple[bool, int, int] | None:
+    event = client.last("presence")
+    if event is None:
+        return None
+    return event["mentor"], event["students"], event["watchers"]
+
+
+async def test_presence_reaches_everyone_on_every_change(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    s1 = await join(gw[1], block.id)
+    s2 = await join(gw[0], block.id)
+    w = await join(gw[1], block.id, role="watcher")
+    everyone = [mentor, s1, s2, w]
+    await wait_for(lambda: all(presence(c) == (True, 2, 1) for c in everyone), 5)
+    await s2.close()
+    rest = [mentor, s1, w]
+    await wait_for(lambda: all(presence(c) == (True, 1, 1) for c in rest), 5)
+    await w.close()
+    await wait_for(lambda: all(presence(c) == (True, 1, 0) for c in (mentor, s1)), 5)
+    await mentor.close()
+    await wait_for(lambda: presence(s1) == (False, 1, 0), 5)
+    await s1.close()
+
+
+async def test_awareness_is_relayed_and_removed_on_close(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    s1 = await join(gw[1], block.id)
+    s2 = await join(gw[0], block.id)
+    await s1.set_awareness('{"user":{"name":"Zoë 🎉","color":"#f00"}}')
+    s1_id = s1.doc.client_id
+    await wait_for(lambda: s1_id in mentor.awareness and s1_id in s2.awareness, 5)
+    assert "Zoë 🎉" in mentor.awareness[s1_id]
+    late = await join(gw[0], block.id)  # a late joiner gets the current states
+    await wait_for(lambda: s1_id in late.awareness, 5)
+    await s1.close()
+    await wait_for(
+        lambda: all(s1_id not in c.awareness for c in (mentor, s2, late)), 5
+    )
+    await close_all(mentor, s2, late)
+
+
+# 5. Solved -----------------------------------------------------------------------------
+
+
+async def test_solved_once_per_match_for_everyone(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    s1 = await join(gw[1], block.id)
+    s2 = await join(gw[0], block.id)
+    w = await join(gw[1], block.id, role="watcher")
+    everyone = [mentor, s1, s2, w]
+    # Line endings and trailing whitespace do not matter.
+    s1.set_text(block.solution.replace("\n", "  \r\n") + "\n\n")
+    await wait_for(lambda: all(c.count("solved") == 1 for c in everyone), 5)
+    s2.type_at_end("// more")  # no longer a match
+    await wait_for(lambda: all("// more" in c.value for c in everyone), 5)
+    await asyncio.sleep(0.3)
+    assert all(c.count("solved") == 1 for c in everyone)
+    s2.set_text(block.solution)
+    await wait_for(lambda: all(c.count("solved") == 2 for c in everyone), 5)
+    await close_all(*everyone)
+
+
+async def test_solution_never_reaches_a_client(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new(solution="const SECRET_SOLUTION_MARKER = 1;\n")
+    frames: list[bytes] = []
+    client = RoomClient(gw[0], block.id)
+    original = client._on_frame
+
+    async def spy(ws: object, frame: bytes) -> None:
+        frames.append(frame)
+        await original(ws, frame)  # type: ignore[arg-type]
+
+    client._on_frame = spy  # type: ignore[method-assign]
+    await client.connect()
+    student = await join(gw[1], block.id)
+    student.type_at_end("x")
+    await wait_for(lambda: "x" in client.value, 5)
+    assert not any(b"SECRET_SOLUTION_MARKER" in f for f in frames)
+    await close_all(client, student)
+
+
+# 6. Mentor leaves ----------------------------------------------------------------------
+
+
+async def test_mentor_leaving_closes_the_room_after_the_grace(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    s1 = await join(gw[1], block.id)
+    w = await join(gw[0], block.id, role="watcher")
+    s1.type_at_end("work in progress")
+    await wait_for(lambda: "work in progress" in mentor.value, 5)
+    left = time.monotonic()
+    await mentor.close()
+    await wait_for(lambda: s1.closed.is_set() and w.closed.is_set(), GRACE + 5)
+    took = time.monotonic() - left
+    assert took >= GRACE * 0.9
+    assert s1.close_code == w.close_code == CloseCode.ROOM_CLOSED
+    assert s1.last("room-closed") == {"type": "room-closed", "reason": "mentor-left"}
+    print(f"room closed {took:.2f}s after the mentor left (grace {GRACE}s)")
+    fresh = await join(gw[1], block.id)
+    assert fresh.role == "mentor" and fresh.value == block.template
+    await fresh.close()
+
+
+async def test_mentor_refresh_with_resume_token_keeps_the_room(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id, client_id=unique_client())
+    student = await join(gw[1], block.id)
+    student.type_at_end("kept")
+    await wait_for(lambda: "kept" in mentor.value, 5)
+    token, client_id = mentor.token, mentor.client_id
+    await mentor.close()
+    back = await join(gw[1], block.id, client_id=client_id, token=token)  # other gateway
+    assert back.role == "mentor" and "kept" in back.value
+    await asyncio.sleep(GRACE + 1.0)
+    assert not student.closed.is_set()
+    await wait_for(lambda: presence(student) == (True, 1, 0), 5)
+    await close_all(back, student)
+
+
+async def test_bad_tokens_grant_nothing(blocks: Blocks, gw: list[str], room_fleet: Fleet) -> None:
+    block, other_block = blocks.new(), blocks.new()
+    mentor = await join(gw[0], block.id, client_id=unique_client())
+    elsewhere = await join(gw[0], other_block.id, client_id=unique_client())
+    token, client_id = mentor.token, mentor.client_id
+    assert token is not None and client_id is not None
+    session = mentor.last("welcome")["session"]  # type: ignore[index]
+    secret = room_fleet.env["TOKEN_SECRET"].encode()
+    forged = tokens.issue(b"not-the-secret", block.id, session, client_id, int(time.time()) + 60)
+    expired = tokens.issue(secret, block.id, session, client_id, int(time.time()) - 1)
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    attempts = {
+        "forged": (client_id, forged),
+        "expired": (client_id, expired),
+        "tampered": (client_id, tampered),
+        "other room's token": (elsewhere.client_id, elsewhere.token),
+        "replayed client id without token": (client_id, None),
+        "token with another client id": (unique_client(), token),
+    }
+    await mentor.close()  # the mentor is away: the slot is held for the grace
+    for what, (cid, tok) in attempts.items():
+        c = await join(gw[1], block.id, client_id=cid, token=tok)
+        assert c.role == "student", what
+        await c.close()
+    await elsewhere.close()
+
+
+# 7. Session archive ---------------------------------------------------------------------
+
+
+async def test_closed_room_is_archived(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    students = [await join(gw[i % 2], block.id) for i in range(3)]
+    students[0].set_text(block.solution)
+    await wait_for(lambda: mentor.count("solved") == 1, 5)
+    await students[1].close()
+    await mentor.close()
+    await wait_for(lambda: students[0].closed.is_set(), GRACE + 5)
+
+    def archived() -> bool:
+        r = blocks.admin_get(f"/api/code-blocks/{block.id}/sessions")
+        return r.status_code == 200 and len(r.json()) == 1
+
+    await wait_for(archived, 10)
+    record = blocks.admin_get(f"/api/code-blocks/{block.id}/sessions").json()[0]
+    assert record["blockId"] == block.id
+    assert record["finalCode"] == block.solution
+    assert record["solved"] is True
+    assert record["peakStudents"] == 3
+    assert record["reason"] == "mentor-left"
+    assert record["startedAt"] < record["endedAt"]
+    assert blocks.api.get(f"/api/code-blocks/{block.id}/sessions").status_code == 401
+    await close_all(*students)
+
+
+# 8. Lobby status -------------------------------------------------------------------------
+
+
+async def test_lobby_status_from_redis(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    api = blocks.api
+
+    def status() -> dict[str, object] | None:
+        rooms = api.get("/api/rooms").json()["rooms"]
+        return next((r for r in rooms if r["blockId"] == block.id), None)
+
+    assert status() is None
+    mentor = await join(gw[0], block.id)
+    s = [await join(gw[1], block.id), await join(gw[0], block.id)]
+    w = await join(gw[1], block.id, role="watcher")
+    await wait_for(
+        lambda: status() == {"blockId": block.id, "mentor": True, "students": 2, "watchers": 1}, 5
+    )
+    await s[0].close()
+    await wait_for(lambda: (status() or {}).get("students") == 1, 5)
+    await close_all(mentor, s[1], w)
+    await wait_for(lambda: status() is None, GRACE + 5)
