@@ -3,6 +3,7 @@ export interface CodeBlock {
   id: string;
   title: string;
   language: string;
+  description: string;
 }
 
 export interface RoomStatus {
@@ -68,7 +69,12 @@ function toBlock(raw: unknown): CodeBlock | null {
   const r = raw as Record<string, unknown>;
   const id = str(r.id ?? r._id);
   if (!id) return null;
-  return { id, title: str(r.title) || `Block ${id}`, language: str(r.language) || "text" };
+  return {
+    id,
+    title: str(r.title) || `Block ${id}`,
+    language: str(r.language) || "text",
+    description: str(r.description),
+  };
 }
 
 export async function listBlocks(): Promise<CodeBlock[]> {

@@ -78,11 +78,12 @@ export function renderLobby(): void {
           "li",
           { class: "block", "data-block-id": b.id },
           h(
-            "a",
-            { class: "block-link", href: `/blocks/${encodeURIComponent(b.id)}` },
-            h("span", { class: "block-title" }, b.title),
+            "div",
+            { class: "block-head" },
+            h("a", { class: "block-link", href: `/blocks/${encodeURIComponent(b.id)}` }, b.title),
             h("span", { class: `lang lang-${b.language.toLowerCase().replace(/[^a-z0-9]/g, "")}` }, b.language),
           ),
+          b.description ? h("p", { class: "block-desc" }, b.description) : null,
           h(
             "div",
             { class: "block-meta" },

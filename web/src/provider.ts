@@ -21,6 +21,8 @@ import {
   shouldReconnect,
 } from "./protocol";
 
+const ANNOUNCE_MAX_PEERS = 40;
+
 export type Status = "connecting" | "connected" | "reconnecting" | "closed";
 
 export interface ProviderOptions {
@@ -59,6 +61,7 @@ export class RoomProvider {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private announceTimer: ReturnType<typeof setTimeout> | undefined;
   private destroyed = false;
 
   constructor(
@@ -122,6 +125,7 @@ export class RoomProvider {
     clearTimeout(this.retryTimer);
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.announceTimer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("pagehide", this.onPageHide);
     const ws = this.ws;
@@ -184,7 +188,8 @@ export class RoomProvider {
         );
         break;
       case MESSAGE_QUERY_AWARENESS:
-        this.sendAwareness([...this.awareness.getStates().keys()]);
+        // Only our own state: the gateway refuses awareness of other clients.
+        if (this.awareness.getLocalState() !== null) this.sendAwareness([this.doc.clientID]);
         break;
       case MESSAGE_AUTH: {
         const reason = readAuth(dec);
@@ -293,9 +298,28 @@ export class RoomProvider {
     change: { added: number[]; updated: number[]; removed: number[] },
     origin: unknown,
   ): void => {
-    if (origin === this || !this.connected) return;
-    this.sendAwareness([...change.added, ...change.updated, ...change.removed]);
+    if (!this.connected) return;
+    if (origin !== this) {
+      this.sendAwareness([...change.added, ...change.updated, ...change.removed]);
+    } else if (change.added.length && this.awareness.getStates().size <= ANNOUNCE_MAX_PEERS) {
+      this.announceSoon();
+    }
   };
+
+  // Someone new appeared: tell them who we are now rather than at our next renewal
+  // (up to 15 s later), since a gateway may not have our state when they join.
+  private announceSoon(): void {
+    if (this.announceTimer !== undefined) return;
+    this.announceTimer = setTimeout(
+      () => {
+        this.announceTimer = undefined;
+        if (this.connected && this.awareness.getLocalState() !== null) {
+          this.sendAwareness([this.doc.clientID]);
+        }
+      },
+      150 + Math.random() * 350,
+    );
+  }
 
   private attachDoc(): void {
     this.doc.on("update", this.onDocUpdate);

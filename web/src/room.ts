@@ -86,6 +86,7 @@ class RoomPage {
   private readonly dialog = h("dialog", { class: "solved", id: "solved", "aria-labelledby": "solved-title", "aria-describedby": "solved-text" });
   private name: string;
   private readonly color: string;
+  private userVersion = 0;
 
   constructor(
     private readonly block: CodeBlock,
@@ -182,6 +183,7 @@ class RoomPage {
           h("h1", { id: "block-title" }, this.block.title),
           h("span", { class: `lang lang-${this.block.language.toLowerCase().replace(/[^a-z0-9]/g, "")}` }, this.block.language),
         ),
+        this.block.description ? h("p", { class: "room-desc" }, this.block.description) : "",
         h("div", { class: "roombar" }, this.roleEl, this.statusEl, this.countsEl),
         this.messageEl,
         this.editorHost,
@@ -198,7 +200,17 @@ class RoomPage {
   }
 
   private setUser(): void {
-    this.provider.awareness.setLocalStateField("user", { name: this.name, color: this.color });
+    // y-codemirror.next redraws a remote caret label only when the colour string
+    // changes (its widget's eq() compares colours), so each new name is published with
+    // the same colour spelled another way (#rrggbb / rgb()).
+    this.userVersion += 1;
+    const [r, g, b] = [1, 3, 5].map((i) => Number.parseInt(this.color.slice(i, i + 2), 16));
+    const color = this.userVersion % 2 ? this.color : `rgb(${r}, ${g}, ${b})`;
+    this.provider.awareness.setLocalStateField("user", {
+      name: this.name,
+      color,
+      colorLight: `rgba(${r}, ${g}, ${b}, 0.2)`,
+    });
   }
 
   private get readOnly(): boolean {
