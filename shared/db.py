@@ -78,6 +78,7 @@ class MongoGate:
         self.client = client
         self.settings = settings
         self.ready = False
+        self.closing = False
         self._lock = asyncio.Lock()
 
     async def ensure(self) -> None:
@@ -96,10 +97,12 @@ class MongoGate:
 
     async def warm(self, max_delay: float = 5.0) -> None:
         delay = 0.2
-        while not self.ready:
+        while not self.ready and not self.closing:
             try:
                 await self.ensure()
             except Exception as exc:
+                if self.closing:
+                    return
                 log.warning("mongodb not ready yet (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)

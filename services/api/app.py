@@ -49,6 +49,10 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            # Let an initialisation in flight finish: cancelling pymongo mid-connect can
+            # leak its socket. Bounded, since MongoDB may be hanging.
+            gate.closing = True
+            await asyncio.wait({warm}, timeout=1.0)
             warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warm

@@ -1,0 +1,175 @@
+"""Fixtures shared by every test (see tests/infra.py for the processes behind them).
+
+Session-scoped (one per xdist worker): ``redis_server`` (a real redis-server),
+``mongo`` (embedded wire server, or ``$MONGODB_URL``).
+Function-scoped: ``redis_prefix`` and ``mongo_db`` (unique names, so tests sharing the
+servers never see each other's data), ``settings_factory(**overrides)``,
+``api_client_factory(**overrides)`` / ``api_client`` (the api in-process, lifespan
+run, httpx.AsyncClient), ``redis_client`` (redis.asyncio on the test's loop),
+``service_factory(kind, **env)`` (api/gateway processes, stopped after the test),
+``fleet_factory(gateways=2, **env)`` (a whole fleet on the shared servers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from shared.settings import Settings, load_settings
+from tests.infra import EmbeddedMongo, Fleet, RedisServer, ServiceProcess, kill_all, unique_name
+
+ADMIN_TOKEN = "test-admin-token"
+SettingsFactory = Callable[..., Settings]
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    kill_all()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return unique_name("t")
+
+
+@pytest.fixture
+def mongo_db(mongo: EmbeddedMongo) -> Iterator[str]:
+    name = mongo.new_db_name()
+    yield name
+    mongo.drop_database(name)
+
+
+@pytest.fixture
+def settings_factory(
+    redis_server: RedisServer, mongo: EmbeddedMongo, redis_prefix: str, mongo_db: str
+) -> SettingsFactory:
+    """Settings pointing at the shared servers with this test's prefix and database."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "mongodb_url": mongo.url,
+            "mongodb_db": mongo_db,
+            "redis_url": redis_server.url,
+            "redis_prefix": redis_prefix,
+            "admin_token": ADMIN_TOKEN,
+            "gateway_urls": (),
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def api_client_factory(
+    settings_factory: SettingsFactory,
+) -> AsyncIterator[ClientFactory]:
+    """Build the api in-process (lifespan run) and return an httpx client for it."""
+    from services.api.app import create_app
+
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> httpx.AsyncClient:
+            app = create_app(settings_factory(**overrides))
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+            return await stack.enter_async_context(client)
+
+        yield make
+
+
+@pytest.fixture
+async def api_client(api_client_factory: ClientFactory) -> httpx.AsyncClient:
+    return await api_client_factory()
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def service_factory(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    mongo: EmbeddedMongo,
+    redis_prefix: str,
+    mongo_db: str,
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start api/gateway processes on the shared servers; all stopped after the test.
+
+    ``service_factory("api", ready="/readyz", MAX_BODY_BYTES=2048)``: keyword
+    arguments in upper case are environment overrides.
+    """
+    started: list[ServiceProcess] = []
+
+    def make(kind: str, ready: str | None = "/healthz", **env: Any) -> ServiceProcess:
+        base: dict[str, Any] = {
+            "MONGODB_URL": mongo.url,
+            "MONGODB_DB": mongo_db,
+            "REDIS_URL": redis_server.url,
+            "REDIS_PREFIX": redis_prefix,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "TOKEN_SECRET": "test-token-secret",
+            "ALLOWED_ORIGINS": "*",
+        }
+        base.update(env)
+        service = ServiceProcess(kind, base, tmp_path / "logs")
+        started.append(service)
+        return service.start(ready=ready)
+
+    yield make
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.fixture
+def fleet_factory(
+    tmp_path: Path, redis_server: RedisServer, mongo: EmbeddedMongo
+) -> Iterator[Callable[..., Fleet]]:
+    """Start fleets (api + gateways) on the shared servers; stopped after the test."""
+    fleets: list[Fleet] = []
+
+    def make(gateways: int = 2, api: bool = True, **env: Any) -> Fleet:
+        fleet = Fleet(
+            tmp_path / f"fleet{len(fleets)}",
+            gateways=gateways,
+            api=api,
+            env=env,
+            redis=redis_server,
+            mongo=mongo,
+        )
+        fleets.append(fleet)
+        return fleet.start()
+
+    yield make
+    for fleet in reversed(fleets):
+        fleet.stop()
