@@ -1,0 +1,7 @@
+
+# --- benchmarks (bench/README.md) ---
+.PHONY: bench bench-compare
+bench: ## coderoom benchmark into docs/bench/<date>/ (SCENARIOS=..., QUICK=1)
+	uv run python -m bench
+bench-compare: ## coderoom side by side with ../shared/peers (REPEAT=3, TARGETS=...)
+	uv run python -m bench --compare

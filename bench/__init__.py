@@ -1,0 +1,1 @@
+"""coderoom benchmark harness (see bench/README.md)."""

@@ -1,0 +1,171 @@
+"""coderoom benchmark: `uv run python -m bench [--compare]` (make bench / make bench-compare).
+
+Environment (all optional):
+  SCENARIOS    small wide bigroom idle2000 idle5000 capacity split   (default: all)
+  TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four)
+  QUICK=1      short windows (smoke run); results get a "-quick" suffix, README untouched
+  REPEAT       runs per traffic scenario and target (default 3 with --compare, else 1)
+  REPEAT_IDLE  runs per idle scenario and target (default 1)
+  CAPACITY     idle clients held by ONE gateway, per step (default "2000 5000")
+  CAP_HOLD     seconds each capacity step is held (default 20; QUICK 10)
+  JOINS        joins of the 2 KB room during each capacity step (default 100)
+  OUT          results folder (default docs/bench/<UTC date>)
+  PEERS_SRC    reference peers to copy (default ../shared/peers)
+  MONGODB_URL  use this MongoDB instead of starting `coderoom mongo`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import output
+from bench.machine import describe
+from bench.procs import Procs
+from bench.runner import Runner, capacity, say, split
+from bench.scenarios import ALL, MATRIX, parse_list, scenario
+from bench.targets import PEER_NAMES, Coderoom, Peer, RedisServer, install_peers
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--compare", action="store_true", help="side by side with the reference peers")
+    args = ap.parse_args(argv)
+
+    env = os.environ
+    quick = env.get("QUICK", "") not in ("", "0")
+    wanted = parse_list(env.get("SCENARIOS"), ALL, ALL)
+    targets = ["coderoom"]
+    if args.compare:
+        targets = parse_list(
+            env.get("TARGETS"), ("coderoom", *PEER_NAMES), ("coderoom", *PEER_NAMES)
+        )
+    repeat = int(env.get("REPEAT", "3" if args.compare else "1"))
+    repeat_idle = int(env.get("REPEAT_IDLE", "1"))
+    steps = [int(x) for x in env.get("CAPACITY", "2000 5000").split()]
+    hold = float(env.get("CAP_HOLD", "10" if quick else "20"))
+    joins = int(env.get("JOINS", "100"))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = Path(
+        env.get("OUT") or ROOT / "docs" / "bench" / time.strftime("%Y-%m-%d", time.gmtime())
+    )
+    raw = HERE / "results" / stamp
+    kind = ("compare" if args.compare else "bench") + ("-quick" if quick else "")
+
+    procs = Procs(raw / "logs")
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
+    t0 = time.monotonic()
+    try:
+        peers = install_peers(
+            Path(env.get("PEERS_SRC") or ROOT.parent / "shared" / "peers"), HERE / ".peers"
+        )
+        redis_server = RedisServer(procs)
+        machine = describe(redis_server.version())
+        say(
+            f"bench {kind}: targets {' '.join(targets)}; scenarios {' '.join(wanted)}; "
+            f"raw results {raw}"
+        )
+        runner = Runner(peers, raw)
+        coderoom: Coderoom | None = None
+        notes: list[str] = []
+        needs_coderoom = "coderoom" in targets
+        if needs_coderoom:
+            coderoom = Coderoom(procs, redis_server, raw)
+            try:
+                blocks = max(
+                    [scenario(s).rooms for s in wanted if s in MATRIX]
+                    + [s // 5 for s in steps]
+                    + [20]
+                )
+                t_seed = time.monotonic()
+                coderoom.prepare(blocks, env.get("MONGODB_URL"))
+                say(
+                    f"seeded {blocks} blocks + one 2 KB block into {coderoom.mongodb_url} "
+                    f"in {time.monotonic() - t_seed:.1f}s"
+                )
+                probe = coderoom.start()
+                coderoom.stop()
+                say(f"coderoom gateways answered /healthz ({', '.join(probe.urls)})")
+            except Exception as exc:
+                notes.append(f"coderoom could not be started: {exc}".splitlines()[0])
+                say(f"!! coderoom unavailable, measuring the peers only:\n{exc}")
+                traceback.print_exc(file=sys.stdout)
+                coderoom.stop()
+                coderoom = None
+        peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p != "coderoom"}
+
+        matrix = [s for s in wanted if s in MATRIX]
+        rounds = max([repeat if not scenario(s).idle else repeat_idle for s in matrix] or [0])
+        for k in range(1, rounds + 1):
+            for sc in matrix:
+                scen = scenario(sc, quick)
+                if k > (repeat_idle if scen.idle else repeat):
+                    continue
+                for t in targets:
+                    target: Any = coderoom if t == "coderoom" else peer_objs[t]
+                    if target is None:
+                        continue
+                    label = f"{t}/{sc}" + (f"#{k}" if rounds > 1 else "")
+                    try:
+                        running = target.start()
+                        kw: dict[str, Any] = {"tags": {"repeat": k}}
+                        if t == "coderoom":
+                            kw["rooms_file"] = target.rooms_file
+                        runner.run(target, running, scen, label, **kw)
+                    except Exception as exc:  # noted in the results; the matrix goes on
+                        notes.append(f"{label}: {exc}".splitlines()[0])
+                        say(f"!! {label}: {exc}")
+                    finally:
+                        target.stop()
+        for extra in ("capacity", "split"):
+            if coderoom is None or extra not in wanted:
+                continue
+            try:
+                if extra == "capacity":
+                    capacity(runner, coderoom, steps, hold, joins)
+                else:
+                    split(runner, coderoom, quick)
+            except Exception as exc:  # one broken measurement must not lose the others
+                notes.append(f"coderoom {extra}: {exc}".splitlines()[0])
+                say(f"!! coderoom {extra}: {exc}")
+        elapsed = time.monotonic() - t0
+        files = output.write(
+            out_dir,
+            kind,
+            runner.results,
+            targets,
+            machine,
+            notes + runner.failures,
+            elapsed,
+            quick,
+            update_readme=args.compare and not quick,
+        )
+        shown = [str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files]
+        say(f"\nwrote {', '.join(shown)}")
+        say(f"bench took {elapsed / 60:.1f} min")
+        return 0
+    finally:
+        procs.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

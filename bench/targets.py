@@ -1,0 +1,246 @@
+"""What the bench measures: coderoom's fleet and the reference peers, started fresh per run.
+
+A target's `start()` returns a `Running` (URLs for the load generator, server PIDs,
+auxiliary PIDs) and `stop()` stops its servers. Redis (one own instance on a free port,
+shared by coderoom and the two-instance peers) is flushed before every run, as the
+peers' bench.sh does; MongoDB (coderoom only) stays up for the whole bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench.procs import Proc, Procs, free_port, http_get
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_NAMES = ("socketio", "hocuspocus", "ywebsocket")
+
+# Regular rooms start from a tiny template; the join probe's block holds ~2 KB of code.
+TEMPLATE = "def solve(xs):\n    return sorted(xs)\n"
+SOLUTION = "# never produced by the load generator's edits\n"
+_LINE = "    total = sum(x * x for x in values if x % 3 != 0)  # {n:04d}\n"
+BIG_TEMPLATE = "def heavy(values):\n" + "".join(_LINE.format(n=i) for i in range(32))
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    urls: list[str]
+    server_pids: list[int]
+    aux_pids: list[int] = field(default_factory=list)
+    metrics_urls: list[str] = field(default_factory=list)
+
+
+class RedisServer:
+    """Our own redis-server (never the system one on 6379): no persistence."""
+
+    def __init__(self, procs: Procs) -> None:
+        self.port = free_port()
+        self.proc: Proc = procs.start(
+            "redis",
+            [
+                shutil.which("redis-server") or "/usr/bin/redis-server",
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+            ],
+        )  # fmt: skip
+        self.proc.wait_port(self.port)
+        self.client = redis.Redis(port=self.port, socket_timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        self.client.flushall()
+
+    def version(self) -> str:
+        return str(self.client.info("server").get("redis_version", "?"))
+
+
+class Coderoom:
+    """Embedded MongoDB + seeded blocks (started once) and 2 gateways (fresh per run)."""
+
+    name = "coderoom"
+    adapter = "yws"
+    params = "role={role}"  # the yws adapter adds ?role=watcher for watchers
+
+    def __init__(self, procs: Procs, redis_server: RedisServer, work: Path, gateways: int = 2):
+        self.procs = procs
+        self.redis = redis_server
+        self.work = work
+        self.count = gateways
+        self.gateways: list[Proc] = []
+        self.ports: list[int] = []
+        self.mongo: Proc | None = None
+        self.mongodb_url = ""
+        self.rooms_file = work / "rooms.txt"
+        self.join_file = work / "join-room.txt"
+        self.coderoom = str(Path(sys.executable).parent / "coderoom")
+
+    # --- once per bench ---------------------------------------------------------------
+    def prepare(self, blocks: int, mongodb_url: str | None) -> None:
+        if mongodb_url:
+            self.mongodb_url = mongodb_url
+        else:
+            port = free_port()
+            data = self.work / "mongo-data"
+            data.mkdir(parents=True, exist_ok=True)
+            self.mongo = self.procs.start(
+                "mongo", [self.coderoom, "mongo", "--data", str(data), "--port", str(port)]
+            )
+            self.mongo.wait_port(port, timeout=60)
+            self.mongodb_url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        ids, join_id = asyncio.run(_seed_blocks(self.mongodb_url, blocks, self.work.name))
+        self.rooms_file.write_text("\n".join(ids) + "\n")
+        self.join_file.write_text(join_id + "\n")
+
+    def env(self, port: int, index: int) -> dict[str, str]:
+        return {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "REDIS_URL": self.redis.url,
+            "MONGODB_URL": self.mongodb_url,
+            "TOKEN_SECRET": "bench-secret-not-for-production-0123456789",
+            "MAX_CONNECTIONS_PER_IP": "0",
+            "ALLOWED_ORIGINS": "*",
+            "GATEWAY_ID": f"bench-gw{index}",
+            "SHUTDOWN_DRAIN_SECONDS": "1",
+        }
+
+    # --- per run ----------------------------------------------------------------------
+    def start(self, gateways: int | None = None) -> Running:
+        self.stop()
+        self.redis.flush()
+        self.ports = [free_port() for _ in range(gateways or self.count)]
+        for i, port in enumerate(self.ports, start=1):
+            proc = self.procs.start(
+                f"gateway-{i}", [self.coderoom, "gateway"], cwd=ROOT, env=self.env(port, i)
+            )
+            self.gateways.append(proc)
+        for proc, port in zip(self.gateways, self.ports, strict=True):
+            proc.wait_until(lambda p=port: _healthy(p), f"/healthz on {port}", timeout=60)
+        return Running(
+            urls=[f"ws://127.0.0.1:{p}/ws/rooms" for p in self.ports],
+            server_pids=[g.pid for g in self.gateways],
+            aux_pids=[self.redis.proc.pid],
+            metrics_urls=[f"http://127.0.0.1:{p}/metrics" for p in self.ports],
+        )
+
+    def stop(self) -> None:
+        for proc in self.gateways:
+            self.procs.stop(proc)
+        self.gateways = []
+
+
+def _healthy(port: int) -> bool:
+    status, _ = http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    return status == 200
+
+
+async def _seed_blocks(mongodb_url: str, n: int, tag: str) -> tuple[list[str], str]:
+    """Insert `n` small blocks and one ~2 KB block straight into MongoDB; return their ids."""
+    from shared.db import connect_mongo
+    from shared.documents import CodeBlock
+    from shared.settings import load_settings
+
+    settings = load_settings(mongodb_url=mongodb_url, mongodb_timeout_ms=60000)
+    client = await connect_mongo(settings)
+    slug = "".join(c for c in tag.lower() if c.isalnum())[-20:] or "run"
+    try:
+        ids: list[str] = []
+        for start in range(0, n, 100):  # small batches: the embedded server is slow on big ones
+            docs = [
+                CodeBlock(
+                    title=f"bench room {i}",
+                    slug=f"bench-{slug}-{i:05d}",
+                    language="python",
+                    template=TEMPLATE,
+                    solution=SOLUTION,
+                )
+                for i in range(start, min(n, start + 100))
+            ]
+            result = await CodeBlock.insert_many(docs)
+            ids += [str(i) for i in result.inserted_ids]
+        big = CodeBlock(
+            title="bench join probe (2 KB)",
+            slug=f"bench-{slug}-join",
+            language="python",
+            template=BIG_TEMPLATE,
+            solution=SOLUTION,
+        )
+        await big.insert()
+        return ids, str(big.id)
+    finally:
+        await client.close()
+
+
+class Peer:
+    """A reference peer from the copied ../shared/peers, on free ports."""
+
+    def __init__(self, name: str, procs: Procs, redis_server: RedisServer, peers: Path):
+        self.name = name
+        self.procs = procs
+        self.redis = redis_server
+        self.peers = peers
+        self.running: list[Proc] = []
+        self.adapter = {"socketio": "socketio", "hocuspocus": "hocuspocus"}.get(name, "yws")
+        self.params = ""
+
+    def start(self) -> Running:
+        self.stop()
+        ports = [free_port()] if self.name == "ywebsocket" else [free_port(), free_port()]
+        urls = []
+        for i, port in enumerate(ports, start=1):
+            if self.name == "socketio":
+                env = {"PORT": str(port), "REDIS_URL": self.redis.url.removesuffix("/0")}
+                argv, cwd, url = ["node", "server.js"], "socketio-seed", f"http://127.0.0.1:{port}"
+            elif self.name == "hocuspocus":
+                env = {
+                    "PORT": str(port),
+                    "REDIS_HOST": "127.0.0.1",
+                    "REDIS_PORT": str(self.redis.port),
+                }
+                argv, cwd, url = ["node", "server.js"], "hocuspocus", f"ws://127.0.0.1:{port}"
+            else:
+                env = {"HOST": "127.0.0.1", "PORT": str(port)}
+                argv = ["node", "node_modules/@y/websocket-server/src/server.js"]
+                cwd, url = "ywebsocket", f"ws://127.0.0.1:{port}"
+            proc = self.procs.start(f"{self.name}-{i}", argv, cwd=self.peers / cwd, env=env)
+            self.running.append(proc)
+            urls.append(url)
+        if self.name != "ywebsocket":
+            self.redis.flush()
+        for proc, port in zip(self.running, ports, strict=True):
+            proc.wait_port(port)
+        aux = [self.redis.proc.pid] if self.name != "ywebsocket" else []
+        return Running(urls=urls, server_pids=[p.pid for p in self.running], aux_pids=aux)
+
+    def stop(self) -> None:
+        for proc in self.running:
+            self.procs.stop(proc)
+        self.running = []
+
+
+def install_peers(source: Path, dest: Path) -> Path:
+    """Copy the read-only peers to `dest` and `npm ci` each package once."""
+    if not (dest / "loadgen" / "run.js").exists():
+        if not source.exists():
+            raise SystemExit(f"peers not found at {source} (set PEERS_SRC)")
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+        for path in [dest, *dest.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    for pkg in ("loadgen", "socketio-seed", "hocuspocus", "ywebsocket"):
+        if not (dest / pkg / "node_modules").exists():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=dest / pkg,
+                check=True,
+            )
+    return dest
