@@ -19,9 +19,10 @@ class RoomKeys:
     log: str  # stream: CRDT updates since the snapshot, ids "<seq>-1"
     doc: str  # string: snapshot (a Yjs update holding the state at snap_seq)
     channel: str  # pub/sub channel of the room
+    tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
 
     def as_list(self) -> list[str]:
-        return [self.state, self.members, self.log, self.doc, self.channel]
+        return [self.state, self.members, self.log, self.doc, self.channel, self.tomb]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Keys:
             log=f"{tag}:log",
             doc=f"{tag}:doc",
             channel=f"{tag}:ch",
+            tomb=f"{tag}:closed",
         )
 
     @property

@@ -35,8 +35,17 @@ class RoomClient:
         token: str | None = None,
         origin: str | None = None,
         name: str = "",
+        fallbacks: list[str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # With fallbacks, a close with a "reconnect" code (or a dropped connection)
+        # reconnects to the next base URL in turn, keeping the document, as a browser would.
+        self.fallbacks = [u.rstrip("/") for u in fallbacks] if fallbacks else []
+        self.reconnects: list[float] = []  # seconds each reconnect took
+        self.close_codes: list[int | None] = []
+        self._stopping = False
+        self._reconnecting = False
+        self._dropped = asyncio.Event()
         self.block_id = block_id
         self.role_param = role
         self.client_id = client_id
@@ -71,6 +80,7 @@ class RoomClient:
     async def connect(self, *, wait_synced: bool = True, timeout: float = 10.0) -> RoomClient:
         self.synced.clear()
         self.closed.clear()
+        self._dropped.clear()
         self.close_code = None
         headers = {"Origin": self.origin} if self.origin else None
         self.ws = await connect(
@@ -83,10 +93,18 @@ class RoomClient:
         except ConnectionClosed:
             pass  # refused at once (e.g. 4404): the reader records the close code
         if wait_synced:
-            await self.wait_for(lambda: self.synced.is_set() or self.closed.is_set(), timeout)
+            await self.wait_for(
+                lambda: self.synced.is_set() or self.closed.is_set() or self._dropped.is_set(),
+                timeout,
+            )
         return self
 
+    @property
+    def connected(self) -> bool:
+        return self.synced.is_set() and not self._dropped.is_set() and not self.closed.is_set()
+
     async def close(self) -> None:
+        self._stopping = True
         if self.ws is not None:
             await self.ws.close()
         if self._task is not None:
@@ -101,7 +119,40 @@ class RoomClient:
             pass
         finally:
             self.close_code = ws.close_code
-            self.closed.set()
+            self.close_codes.append(ws.close_code)
+            if self.fallbacks and not self._stopping and protocol.should_reconnect(
+                ws.close_code or 1006
+            ):
+                self._dropped.set()
+                if not self._reconnecting:
+                    self._reconnecting = True
+                    self._reconnect_task = asyncio.get_running_loop().create_task(
+                        self._reconnect()
+                    )
+            else:
+                self.closed.set()
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._reconnect_loop()
+        finally:
+            self._reconnecting = False
+
+    async def _reconnect_loop(self) -> None:
+        started = time.monotonic()
+        urls = [u for u in self.fallbacks if u != self.base_url] + [self.base_url]
+        attempt = 0
+        while not self._stopping:
+            self.base_url = urls[attempt % len(urls)]
+            attempt += 1
+            try:
+                await self.connect(timeout=5.0)
+                if self.synced.is_set():
+                    self.reconnects.append(time.monotonic() - started)
+                    return
+            except (OSError, TimeoutError, ConnectionClosed, Exception):
+                pass
+            await asyncio.sleep(min(0.05 * attempt, 0.5))
 
     async def _on_frame(self, ws: ClientConnection, frame: bytes) -> None:
         kind, pos = read_var_uint(frame, 0)

@@ -118,7 +118,7 @@ class Gateway:
     async def start(self) -> Server:
         self.relay.start()
         self.housekeeper.start()
-        asyncio.create_task(self.gate.warm())
+        self.gate.start()
         s = self.settings
         return await serve(
             self.hub.handle,
@@ -147,6 +147,7 @@ class Gateway:
         await self.relay.stop()
         await self.redis.aclose()
         await self.pubsub_redis.aclose()
+        await self.gate.aclose()
         await self.mongo.close()
 
 

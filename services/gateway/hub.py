@@ -59,6 +59,7 @@ class RoomHandle:
     catching_up: bool = False
     solved_scheduled: bool = False
     closed: bool = False
+    needs_resync: bool = False  # Redis lost something of ours: re-register and republish
     presence: Presence | None = None  # the newest counts seen on the channel
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -344,7 +345,7 @@ class Hub:
         try:
             await self.relay.subscribe(channel)
             loaded = await self.store.load(block_id)
-            if loaded is None:
+            if isinstance(loaded, str):
                 raise LookupError("room closed while opening")
         except BaseException:
             self.rooms.pop(block_id, None)
@@ -397,8 +398,12 @@ class Hub:
                         block_id, core.session, self.id, update
                     )
                 except RedisError as exc:
-                    # Kept in the document: the resync after the reconnect republishes it.
+                    seq = -2
                     log.warning("publish to room %s failed: %s", block_id, exc)
+                if seq == -2:
+                    # Kept, and published again once Redis is back (housekeeping resyncs).
+                    handle.pending[:0] = [update]
+                    handle.needs_resync = True
                     return
                 self.metrics.publishes.inc()
                 if seq < 0:
@@ -437,7 +442,14 @@ class Hub:
             handle.early.append(data)
             return
         if kind == b"U":
-            origin, seq_text, update = data[1:].split(b"\x00", 2)
+            origin, epoch, seq_text, update = data[1:].split(b"\x00", 3)
+            if epoch.decode() != core.epoch:
+                # Redis lost the room and someone re-seeded it: apply, then resync.
+                if origin != self.id.encode():
+                    self.fanout(handle, core.apply_foreign_update(update))
+                    self._schedule_solved(handle)
+                handle.needs_resync = True
+                return
             before = core.applied_seq
             frame, gap = core.apply_remote_update(int(seq_text), update, origin == self.id.encode())
             if frame is not None:
@@ -475,8 +487,14 @@ class Hub:
         try:
             self.metrics.catchups.inc()
             loaded = await self.store.load(core.block_id, core.applied_seq)
-            if loaded is None or loaded.session != core.session:
-                self._close_local(core.block_id, handle, "mentor-left")
+            if isinstance(loaded, str) or loaded.session != core.session:
+                if loaded == "":
+                    handle.needs_resync = True  # Redis lost the room: not a close
+                else:
+                    self._close_local(core.block_id, handle, "mentor-left")
+                return
+            if loaded.epoch != core.epoch:
+                handle.needs_resync = True
                 return
             before = core.doc.get_state()
             core.load(loaded.snapshot, loaded.entries, loaded.seq)
@@ -538,10 +556,18 @@ class Hub:
             try:
                 await self._resync(block_id, handle, core)
             except RedisError as exc:
+                handle.needs_resync = True  # housekeeping tries again
                 log.warning("resync of %s failed: %s", block_id, exc)
+
+    async def resync_pending(self) -> None:
+        """Housekeeping: resync rooms that noticed Redis lost something of theirs."""
+        for block_id, handle in list(self.rooms.items()):
+            if handle.needs_resync and handle.core is not None and not handle.closed:
+                await self._resync(block_id, handle, handle.core)
 
     async def _resync(self, block_id: str, handle: RoomHandle, core: RoomCore) -> None:
         self.metrics.resyncs.inc()
+        handle.needs_resync = False
         members = [(m.id, _LETTER[m.role], m.client_id) for m in core.members.values()]
         status, epoch, mentor_away = await self.store.resync(
             block_id,
@@ -561,7 +587,7 @@ class Hub:
             core.epoch = epoch
             core.applied_seq = 0
             loaded = await self.store.load(block_id)
-            if loaded is None:
+            if isinstance(loaded, str):
                 return
             remote = Doc()
             if loaded.snapshot:
@@ -580,6 +606,9 @@ class Hub:
                 if not handle.flushing:
                     handle.flushing = True
                     self._spawn(self._flush(handle))
+        if handle.pending and not handle.flushing:
+            handle.flushing = True
+            self._spawn(self._flush(handle))
         await self.catch_up(handle)
         if mentor_away:
             deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
@@ -592,14 +621,24 @@ class Hub:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for block_id, _ in handles:
-                pipe.hmget(self.keys.room(block_id).state, "session", "seq")
+                keys = self.keys.room(block_id)
+                pipe.hmget(keys.state, "session", "seq", "epoch")
+                pipe.get(keys.tomb)
             results = await pipe.execute()
-        for (block_id, handle), (session, seq) in zip(handles, results, strict=True):
+        for i, (block_id, handle) in enumerate(handles):
+            (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
             core = handle.core
-            if core is None:
+            if core is None or handle.needs_resync:
                 continue
-            if session is None or session.decode() != core.session:
+            if session is None:
+                if tomb is not None and tomb.decode() == core.session:
+                    self._close_local(block_id, handle, "mentor-left")
+                else:
+                    handle.needs_resync = True  # Redis lost the room
+            elif session.decode() != core.session:
                 self._close_local(block_id, handle, "mentor-left")
+            elif epoch.decode() != core.epoch:
+                handle.needs_resync = True
             elif int(seq) > core.applied_seq:
                 self._spawn(self.catch_up(handle))
 

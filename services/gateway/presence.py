@@ -73,6 +73,7 @@ class Housekeeper:
             log.warning("redis restarted (run id changed): resyncing rooms")
             await hub.resync_all()
         self._run_id = run_id
+        await hub.resync_pending()
         await hub.check_rooms()
         await self.reap()
         await self.sweep()

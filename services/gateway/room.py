@@ -102,6 +102,7 @@ class RoomCore:
         self.text = self.doc.get("code", type=Text)
         self.members: dict[str, Member] = {}
         self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
+        self.awareness_clocks: dict[int, int] = {}  # last clock seen, removed ids included
         self.applied_seq = 0  # every log entry up to here is in self.doc
         self.doc_bytes = 0  # approximate size of the document (snapshot + log)
         self._solution = normalize_code(solution) if solution is not None else None
@@ -134,13 +135,28 @@ class RoomCore:
         self._text_dirty = True
         return protocol.sync_update(update), gap
 
+    def apply_foreign_update(self, update: bytes) -> bytes:
+        """A log entry of another epoch (Redis lost the room meanwhile): apply it, leave
+        the sequence alone (the resync re-reads the new log)."""
+        self.doc.apply_update(update)
+        self._text_dirty = True
+        return protocol.sync_update(update)
+
     def apply_remote_awareness(self, update: bytes) -> bytes | None:
+        """Awareness relayed by another gateway: keep what is new, forward that."""
         try:
             entries = parse_awareness_update(update)
         except InvalidUpdate:
             return None
-        for client, clock, state in entries:
+        fresh = [e for e in entries if self._is_newer(e[0], e[1], e[2])]
+        for client, clock, state in fresh:
             self._remember_awareness(client, clock, state)
+            for member in self.members.values():
+                member.awareness_ids.discard(client)  # it lives on another gateway now
+        if not fresh:
+            return None
+        if len(fresh) < len(entries):
+            update = encode_awareness_update(fresh)
         return protocol.awareness_message(update)
 
     # --- members ------------------------------------------------------------------
@@ -161,7 +177,8 @@ class RoomCore:
             return effects
         gone = []
         for client in member.awareness_ids:
-            clock = self.awareness.pop(client, (0, "null"))[0] + 1
+            clock = self.awareness_clocks.get(client, 0) + 1
+            self._remember_awareness(client, clock, "null")
             gone.append((client, clock, "null"))
         update = encode_awareness_update(gone)
         effects.broadcast.append(protocol.awareness_message(update))
@@ -204,6 +221,11 @@ class RoomCore:
             return Effects(reply=[protocol.sync_step2(diff)])
         if not validate_update(payload, max_bytes=self.limits.max_frame_bytes):
             return Effects()  # empty: nothing to write, nothing to refuse
+        # A step 2 always carries the whole delete set, so an up-to-date client's answer
+        # is not empty; it matters only if it adds something (checked once per connect).
+        # A read-only role's updates are checked the same way before refusing them.
+        if (sync_type == SyncType.STEP2 or not member.can_write) and not self._adds(payload):
+            return Effects()
         if not member.can_write:
             return Effects(reply=[protocol.permission_denied(f"{member.role}s are read-only")])
         if self.doc_bytes + len(payload) > self.limits.max_doc_bytes:
@@ -217,40 +239,63 @@ class RoomCore:
         out = frame if sync_type == SyncType.UPDATE else protocol.sync_update(payload)
         return Effects(broadcast=[out], publish_update=payload)
 
+    def _adds(self, update: bytes) -> bool:
+        """Whether a (validated) update would change the document: tried on a copy."""
+        current = self.doc.get_update()
+        probe = Doc()
+        try:
+            probe.apply_update(current)
+            probe.apply_update(update)
+        except Exception:
+            return True  # let the real apply report it
+        return probe.get_update() != current
+
     def _awareness(self, member: Member, payload: bytes, frame: bytes) -> Effects:
+        """A client's awareness update. Stock y-websocket clients re-send the states of
+        others they just received (same clock): like y-protocols, only entries newer than
+        what the room knows are taken, so echoes die here and the sender owns what it
+        announced (its id follows it across reconnects, since its clock keeps counting)."""
         entries = parse_awareness_update(payload)
+        fresh = []
         for client, clock, state in entries:
-            owner = self._awareness_owner(client)
-            if owner is not None and owner is not member:
-                return Effects(close=CloseCode.BAD_REQUEST, reason="awareness of another client")
-            if len(state) > MAX_AWARENESS_STATE_BYTES:
+            if len(state.encode()) > MAX_AWARENESS_STATE_BYTES:
                 return Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
             if state != "null":
                 try:
                     orjson.loads(state)
                 except orjson.JSONDecodeError:
                     return Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
-            if client not in member.awareness_ids:
-                if len(member.awareness_ids) >= MAX_AWARENESS_CLIENTS_PER_MEMBER:
-                    return Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
+            if self._is_newer(client, clock, state):
+                fresh.append((client, clock, state))
+        new_ids = {client for client, _, _ in fresh} - member.awareness_ids
+        if len(member.awareness_ids) + len(new_ids) > MAX_AWARENESS_CLIENTS_PER_MEMBER:
+            return Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
+        for client, clock, state in fresh:
+            if client in new_ids:
+                for other in self.members.values():
+                    other.awareness_ids.discard(client)
                 member.awareness_ids.add(client)
-        for client, clock, state in entries:
             self._remember_awareness(client, clock, state)
+        if not fresh:
+            return Effects()
+        if len(fresh) < len(entries):
+            payload = encode_awareness_update(fresh)
+            frame = protocol.awareness_message(payload)
         return Effects(broadcast=[frame], publish_awareness=payload)
 
-    def _awareness_owner(self, client: int) -> Member | None:
-        for member in self.members.values():
-            if client in member.awareness_ids:
-                return member
-        return None
+    def _is_newer(self, client: int, clock: int, state: str) -> bool:
+        """y-protocols' rule: a higher clock, or a removal of a live state at the same clock."""
+        known = self.awareness_clocks.get(client)
+        if known is None or clock > known:
+            return True
+        return clock == known and state == "null" and client in self.awareness
 
     def _remember_awareness(self, client: int, clock: int, state: str) -> None:
-        known = self.awareness.get(client)
-        if known is None or clock >= known[0]:
-            if state == "null":
-                self.awareness.pop(client, None)
-            else:
-                self.awareness[client] = (clock, state)
+        self.awareness_clocks[client] = clock
+        if state == "null":
+            self.awareness.pop(client, None)
+        else:
+            self.awareness[client] = (clock, state)
 
     def _take_token(self, member: Member, now: float) -> bool:
         limits = self.limits

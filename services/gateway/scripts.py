@@ -3,7 +3,7 @@
 Every change to a room is one script, which also publishes the matching channel
 message, so the channel's order is the state's order (docs/redis.md).
 Channel messages: a kind byte, then fields separated by NUL:
-``U<gateway>\\0<seq>\\0<update>``, ``A<gateway>\\0<awareness update>``,
+``U<gateway>\\0<epoch>\\0<seq>\\0<update>``, ``A<gateway>\\0<awareness update>``,
 ``P<version>\\0<mentor 0/1>\\0<students>\\0<watchers>``, ``S<seq>``, ``C<session>\\0<reason>``.
 """
 
@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys, RoomKeys
 
-# KEYS for every room script: state, members, log, doc, channel.
+# KEYS for every room script: state, members, log, doc, channel, tomb.
 _COUNTS = """
 local function counts()
   local v = redis.call('HMGET', KEYS[1], 'n_mentor', 'n_student', 'n_watcher')
@@ -113,15 +113,17 @@ return {#ids / 2, away, empty}
 """
 )
 
-# ARGV: session, gateway id, update. Returns {seq, doc_bytes, entries since snapshot}
-# or {-1} when the session is over.
+# ARGV: session, gateway id, update. Returns {seq, doc_bytes, entries since snapshot},
+# {-1} when the session is over, {-2} when Redis has lost the room (restart).
 PUBLISH = """
-local v = redis.call('HMGET', KEYS[1], 'session', 'snap_seq')
+local v = redis.call('HMGET', KEYS[1], 'session', 'snap_seq', 'epoch')
+if not v[1] then return {-2, 0, 0} end
 if v[1] ~= ARGV[1] then return {-1, 0, 0} end
 local bytes = redis.call('HINCRBY', KEYS[1], 'doc_bytes', string.len(ARGV[3]))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[3], seq .. '-1', 'u', ARGV[3])
-redis.call('PUBLISH', KEYS[5], 'U' .. ARGV[2] .. '\\0' .. seq .. '\\0' .. ARGV[3])
+redis.call('PUBLISH', KEYS[5],
+  'U' .. ARGV[2] .. '\\0' .. v[3] .. '\\0' .. seq .. '\\0' .. ARGV[3])
 return {seq, bytes, seq - tonumber(v[2])}
 """
 
@@ -144,7 +146,7 @@ return 1
 LOAD = """
 local v = redis.call('HMGET', KEYS[1], 'session', 'epoch', 'seq', 'snap_seq', 'doc_bytes',
   'pv', 'n_mentor', 'n_student', 'n_watcher', 'solved')
-if not v[1] then return {false} end
+if not v[1] then return {false, redis.call('GET', KEYS[6]) or ''} end
 local from = tonumber(ARGV[1])
 local out = {v[1], v[2], v[3], v[4], v[5], v[6] or '0', v[7] or '0', v[8] or '0', v[9] or '0',
   v[10] or '0'}
@@ -197,6 +199,7 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
   table.insert(out, e[2][2])
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('SET', KEYS[6], st[1], 'EX', 86400)
 redis.call('PUBLISH', KEYS[5], 'C' .. st[1] .. '\\0' .. ARGV[4])
 return out
 """
@@ -211,6 +214,7 @@ RESYNC = (
     + """
 local session = redis.call('HGET', KEYS[1], 'session')
 if not session then
+  if redis.call('GET', KEYS[6]) == ARGV[1] then return {'closed'} end
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'session', ARGV[1], 'epoch', ARGV[3], 'opened_at', ARGV[2],
     'mentor', '', 'n_mentor', 0, 'n_student', 0, 'n_watcher', 0, 'peak_students', 0,
@@ -357,11 +361,12 @@ class RoomStore:
     async def compact(self, block_id: str, session: str, seq: int, snapshot: bytes) -> bool:
         return bool(await self._compact(keys=self._k(block_id), args=[session, seq, snapshot]))
 
-    async def load(self, block_id: str, from_seq: int = -1) -> Loaded | None:
-        """The room's state beyond ``from_seq`` (-1: all of it), or None if it is not open."""
+    async def load(self, block_id: str, from_seq: int = -1) -> Loaded | str:
+        """The room's state beyond ``from_seq`` (-1: all of it); if the room is not open,
+        the session that closed last there ("" if none: Redis may have lost the room)."""
         r = await self._load(keys=self._k(block_id), args=[from_seq])
-        if not r or r[0] is None:
-            return None
+        if r[0] is None:
+            return bytes(r[1]).decode()
         return Loaded(
             session=r[0].decode(),
             epoch=r[1].decode(),

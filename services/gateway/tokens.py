@@ -15,6 +15,7 @@ import hmac
 import re
 
 _SESSION = re.compile(r"^[0-9a-f]{8,64}$")
+_EXPIRY = re.compile(r"^[1-9][0-9]{0,11}$")
 
 
 def _sign(secret: bytes, block_id: str, session: str, client_id: str, expiry: int) -> str:
@@ -31,10 +32,12 @@ def claimed_session(
     secret: bytes, token: str, block_id: str, client_id: str, now: float
 ) -> str | None:
     """The session an unexpired token issued for this block and client claims, else None."""
+    if not token.isascii():
+        return None
     parts = token.split(".")
     if len(parts) != 4 or parts[0] != "v1" or not _SESSION.match(parts[1]):
         return None
-    if not parts[2].isdigit() or len(parts[2]) > 12:
+    if not _EXPIRY.match(parts[2]):
         return None
     session, expiry = parts[1], int(parts[2])
     if expiry < now:
