@@ -83,6 +83,11 @@ class RoomPage {
   private readonly messageEl = h("p", { class: "room-message", id: "room-message", role: "status", "aria-live": "polite" });
   private readonly peopleEl = h("ul", { class: "people", id: "people", "aria-label": "People in this room" });
   private readonly editorHost = h("div", { class: "editor", id: "editor" });
+  private readonly hintEl = h(
+    "p",
+    { class: "hint", id: "editor-hint", hidden: true },
+    "Keyboard: Tab indents; press Esc, then Tab, to leave the editor.",
+  );
   private readonly dialog = h("dialog", { class: "solved", id: "solved", "aria-labelledby": "solved-title", "aria-describedby": "solved-text" });
   private name: string;
   private readonly color: string;
@@ -187,6 +192,7 @@ class RoomPage {
         h("div", { class: "roombar" }, this.roleEl, this.statusEl, this.countsEl),
         this.messageEl,
         this.editorHost,
+        this.hintEl,
         h(
           "aside",
           { class: "room-side" },
@@ -272,6 +278,7 @@ class RoomPage {
         this.roleEl.dataset.role = ev.role;
         this.roleEl.className = `badge role-${ev.role}`;
         this.editor.setReadOnly(this.readOnly, this.editorLabel());
+        this.hintEl.hidden = this.readOnly;
         document.body.dataset.role = ev.role;
         break;
       case "presence": {
