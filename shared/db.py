@@ -12,6 +12,7 @@ solution; `admin_block` (operator-only responses) is the one view that does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -69,43 +70,71 @@ class MongoGate:
     """Initialises Beanie once, lazily, and tells whether it has been done.
 
     `ensure()` is called before every database operation: it returns at once when
-    Beanie is ready, else tries to initialise it (bounded) and raises on failure, so
-    the caller answers 503 and the next request tries again. `warm()` does the same in
-    the background at start, with backoff, so the first request usually finds it ready.
+    Beanie is ready, else joins the initialisation in flight (or starts one) and raises
+    if it fails, so the caller answers 503 and a later call tries again. Concurrent
+    callers share one attempt, so an unreachable server costs each of them one timeout,
+    not one per caller. `start()` keeps trying in the background, with backoff, so the
+    first request usually finds Beanie ready; `aclose()` stops that.
     """
 
     def __init__(self, client: AsyncMongoClient[JSON], settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.ready = False
-        self.closing = False
-        self._lock = asyncio.Lock()
+        self._closing = asyncio.Event()
+        self._attempt: asyncio.Task[None] | None = None
+        self._warm: asyncio.Task[None] | None = None
+
+    async def _initialise(self) -> None:
+        await init_models(self.client, self.settings)
+        self.ready = True
+        log.info("mongodb ready (database %s)", self.settings.mongodb_db)
 
     async def ensure(self) -> None:
         if self.ready:
             return
-        async with self._lock:
-            if not self.ready:
-                await init_models(self.client, self.settings)
-                self.ready = True
-                log.info("mongodb ready (database %s)", self.settings.mongodb_db)
+        if self._closing.is_set():
+            raise ConnectionError("shutting down")
+        if self._attempt is None or self._attempt.done():
+            self._attempt = asyncio.create_task(self._initialise(), name="beanie-init")
+            # Retrieved here so that an attempt whose waiters all gave up is not
+            # reported as "exception never retrieved".
+            self._attempt.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(self._attempt)
 
     async def ping(self) -> None:
         """Round-trip to the server (raises if unreachable)."""
         async with asyncio.timeout(op_timeout(self.settings)):
             await self.client.admin.command("ping")
 
-    async def warm(self, max_delay: float = 5.0) -> None:
-        delay = 0.2
-        while not self.ready and not self.closing:
-            try:
-                await self.ensure()
-            except Exception as exc:
-                if self.closing:
-                    return
-                log.warning("mongodb not ready yet (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay)
+    def start(self, max_delay: float = 5.0) -> None:
+        """Keep initialising in the background until it succeeds."""
+
+        async def warm() -> None:
+            delay = 0.2
+            while not self.ready and not self._closing.is_set():
+                try:
+                    await self.ensure()
+                except Exception as exc:
+                    if self._closing.is_set():
+                        return
+                    log.warning("mongodb not ready (%r); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, max_delay)
+
+        self._warm = asyncio.create_task(warm(), name="mongo-warm")
+
+    async def aclose(self, grace: float = 1.0) -> None:
+        """Stop retrying. An attempt in flight gets `grace` seconds to finish, because
+        cancelling pymongo in the middle of a connect can leak its socket."""
+        self._closing.set()
+        tasks = {t for t in (self._warm, self._attempt) if t is not None and not t.done()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _iso(value: datetime | None) -> str | None:

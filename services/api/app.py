@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -45,17 +44,11 @@ def create_app(settings: Settings) -> Starlette:
         app.state.deps = Deps(
             settings=settings, mongo=gate, redis=redis, keys=Keys(settings.redis_prefix)
         )
-        warm = asyncio.create_task(gate.warm(), name="mongo-warm")
+        gate.start()
         try:
             yield
         finally:
-            # Let an initialisation in flight finish: cancelling pymongo mid-connect can
-            # leak its socket. Bounded, since MongoDB may be hanging.
-            gate.closing = True
-            await asyncio.wait({warm}, timeout=1.0)
-            warm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warm
+            await gate.aclose()
             await redis.aclose()
             await client.close()
 
