@@ -366,3 +366,66 @@ def test_api_serves_the_shell_with_csp(fleet: Fleet) -> None:
     r = httpx.get(fleet.api.url + "/blocks/anything")
     assert r.status_code == 200
     assert "connect-src 'self' ws: wss:" in r.headers["content-security-policy"]
+
+
+# --- the socket client against a scripted gateway ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "heading", "text"),
+    [
+        (4404, "Code block not found", "That code block does not exist."),
+        (4409, "Choose code block", "That room is full. Try again later."),
+        (4410, "Choose code block", "The mentor left, so the room was closed."),
+        (4429, None, "Too many connections or edits from here."),
+    ],
+)
+def test_do_not_reconnect_close_codes(
+    people: People,
+    new_block: Callable[..., dict[str, Any]],
+    code: int,
+    heading: str | None,
+    text: str,
+) -> None:
+    attempts: list[str] = []
+
+    def gateway(ws: Any) -> None:
+        attempts.append(ws.url)
+        ws.close(code=code, reason="scripted")
+
+    person = people.open("about:blank")
+    person.page.route_web_socket("**/ws/rooms/**", gateway)
+    person.page.goto(f"/blocks/{new_block()['id']}")
+    if heading is None:
+        expect(person.page.locator("#room-message")).to_contain_text(text)
+        expect(person.page.locator("#status")).to_have_attribute("data-status", "closed")
+    else:
+        expect(person.page.locator("h1")).to_have_text(heading)
+        expect(person.page.locator("main")).to_contain_text(text)
+    person.page.wait_for_timeout(1500)  # long enough for a (wrong) reconnect attempt
+    assert len(attempts) == 1, attempts
+
+
+def test_reconnect_rotates_gateways_and_sends_the_resume_token(
+    fleet: Fleet, people: People, new_block: Callable[..., dict[str, Any]]
+) -> None:
+    attempts: list[str] = []
+    live: list[Any] = []
+
+    def gateway(ws: Any) -> None:
+        attempts.append(ws.url)
+        ws.connect_to_server()
+        live.append(ws)
+
+    mentor = people.open("about:blank")
+    mentor.page.route_web_socket("**/ws/rooms/**", gateway)
+    mentor.page.goto(f"/blocks/{new_block()['id']}?gateway=0")
+    joined(mentor, "mentor", gateway_url(fleet, 0))
+    assert "token=" not in attempts[0]
+    live[-1].close(code=1012, reason="scripted restart")  # "gateway restarting"
+    joined(mentor, "mentor", gateway_url(fleet, 1))
+    assert len(attempts) == 2
+    assert attempts[1].startswith(gateway_url(fleet, 1) + "/")
+    assert "token=" in attempts[1]
+    client = [a.split("client=")[1].split("&")[0] for a in attempts]
+    assert client[0] == client[1]
