@@ -1,12 +1,14 @@
 """coderoom benchmark: `uv run python -m bench [--compare]` (make bench / make bench-compare).
 
+`--report bench/results/<stamp>` rewrites the result files of a finished run (no load).
+
 Environment (all optional):
   SCENARIOS    small wide bigroom idle2000 idle5000 capacity split   (default: all)
   TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four)
   QUICK=1      short windows (smoke run); results get a "-quick" suffix, README untouched
   REPEAT       runs per traffic scenario and target (default 3 with --compare, else 1)
   REPEAT_IDLE  runs per idle scenario and target (default 1)
-  CAPACITY     idle clients held by ONE gateway, per step (default "2000 5000")
+  CAPACITY     idle clients held by ONE gateway, per step (default "2000 5000 8000")
   CAP_HOLD     seconds each capacity step is held (default 20; QUICK 10)
   JOINS        joins of the 2 KB room during each capacity step (default 100)
   OUT          results folder (default docs/bench/<UTC date>)
@@ -17,6 +19,7 @@ Environment (all optional):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -30,7 +33,7 @@ from bench import output
 from bench.machine import describe
 from bench.procs import Procs
 from bench.runner import Runner, capacity, say, split
-from bench.scenarios import ALL, MATRIX, parse_list, scenario
+from bench.scenarios import ALL, MATRIX, capacity_step, parse_list, scenario
 from bench.targets import PEER_NAMES, Coderoom, Peer, RedisServer, install_peers
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--compare", action="store_true", help="side by side with the reference peers")
+    ap.add_argument(
+        "--report",
+        metavar="RAW_DIR",
+        type=Path,
+        help="only rewrite the result files from bench/results/<stamp>/session.json",
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        session = json.loads((args.report / "session.json").read_text())
+        out = Path(os.environ.get("OUT") or ROOT / "docs" / "bench" / session["date"])
+        return finish(session, out)
 
     env = os.environ
     quick = env.get("QUICK", "") not in ("", "0")
@@ -60,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     repeat = int(env.get("REPEAT", "3" if args.compare else "1"))
     repeat_idle = int(env.get("REPEAT_IDLE", "1"))
-    steps = [int(x) for x in env.get("CAPACITY", "2000 5000").split()]
+    steps = [int(x) for x in env.get("CAPACITY", "2000 5000 8000").split()]
     hold = float(env.get("CAP_HOLD", "10" if quick else "20"))
     joins = int(env.get("JOINS", "100"))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -93,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 blocks = max(
                     [scenario(s).rooms for s in wanted if s in MATRIX]
-                    + [s // 5 for s in steps]
+                    + [capacity_step(n, hold).rooms for n in steps]
                     + [20]
                 )
                 t_seed = time.monotonic()
@@ -147,24 +160,40 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken measurement must not lose the others
                 notes.append(f"coderoom {extra}: {exc}".splitlines()[0])
                 say(f"!! coderoom {extra}: {exc}")
-        elapsed = time.monotonic() - t0
-        files = output.write(
-            out_dir,
-            kind,
-            runner.results,
-            targets,
-            machine,
-            notes + runner.failures,
-            elapsed,
-            quick,
-            update_readme=args.compare and not quick,
-        )
-        shown = [str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files]
-        say(f"\nwrote {', '.join(shown)}")
-        say(f"bench took {elapsed / 60:.1f} min")
-        return 0
+        session = {
+            "kind": kind,
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "targets": targets,
+            "machine": machine,
+            "notes": notes + runner.failures,
+            "elapsed_s": time.monotonic() - t0,
+            "quick": quick,
+            "readme": args.compare and not quick,
+            "results": runner.results,
+        }
+        (raw / "session.json").write_text(json.dumps(session))
+        return finish(session, out_dir)
     finally:
         procs.stop_all()
+
+
+def finish(session: dict[str, Any], out_dir: Path) -> int:
+    files, summary = output.write(
+        out_dir,
+        session["kind"],
+        session["results"],
+        session["targets"],
+        session["machine"],
+        session["notes"],
+        session["elapsed_s"],
+        session["quick"],
+        update_readme=session["readme"],
+    )
+    shown = [str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files]
+    say("\n" + summary)
+    say(f"\nwrote {', '.join(shown)}")
+    say(f"bench took {session['elapsed_s'] / 60:.1f} min")
+    return 0
 
 
 if __name__ == "__main__":

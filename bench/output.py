@@ -40,7 +40,8 @@ def write(
     elapsed: float,
     quick: bool,
     update_readme: bool,
-) -> list[Path]:
+) -> tuple[list[Path], str]:
+    """Write the files; return them and a console summary (ratios and targets)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [row(r) for r in results]
     merged = merge(rows)
@@ -151,7 +152,8 @@ def write(
                 out_dir, md, png, merged, rat, peers, target_names, caps, verdicts, machine, date
             )
         )
-    return files
+    summary = "\n\n".join(x for x in (rtab, targets_table(verdicts)) if x)
+    return files, summary
 
 
 def readme(
