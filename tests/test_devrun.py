@@ -1,0 +1,157 @@
+"""`coderoom run` (make run): starts everything, then stops everything it started."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.infra import (
+    ManagedProcess,
+    child_env,
+    free_port,
+    pid_alive,
+    port_listening,
+    scaled,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def gateway_available() -> bool:
+    try:
+        module = importlib.import_module("services.gateway.app")
+    except ImportError:
+        return False
+    return callable(getattr(module, "main", None))
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every live process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+class DevRun(ManagedProcess):
+    name = "coderoom-run"
+
+    def __init__(self, tmp_path: Path, gateways: int) -> None:
+        super().__init__(tmp_path / "run.log")
+        self.api_port = free_port()
+        self.gateway_ports = [free_port() for _ in range(gateways)]
+        self.mongo_port = free_port()
+        self.redis_port = free_port()
+        self.env = child_env(
+            {
+                "API_PORT": self.api_port,
+                "GATEWAY_PORTS": ",".join(map(str, self.gateway_ports)),
+                "MONGO_PORT": self.mongo_port,
+                "REDIS_PORT": self.redis_port,
+                "CODEROOM_DATA": tmp_path / "var",
+            }
+        )
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.api_port, *self.gateway_ports, self.mongo_port, self.redis_port]
+
+    def start(self) -> DevRun:
+        self._spawn([sys.executable, "-m", "services.cli", "run"], self.env)
+
+        def blocks() -> bool:
+            if not self.alive:
+                raise self._failed(f"exited with status {self.returncode}")
+            try:
+                response = httpx.get(f"http://127.0.0.1:{self.api_port}/api/code-blocks")
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200 and len(response.json()) >= 4
+
+        try:
+            wait_until(blocks, 90, interval=0.2, message="api serving the seeded blocks")
+            wait_until(lambda: "press Ctrl-C" in self.log_text(), 30, message="ready banner")
+        except TimeoutError:
+            raise self._failed("did not come up") from None
+        return self
+
+
+def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    gateways = 2 if gateway_available() else 0
+    run = DevRun(tmp_path, gateways).start()
+    try:
+        for port in run.gateway_ports:
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        api = f"http://127.0.0.1:{run.api_port}"
+        assert httpx.get(f"{api}/readyz").status_code == 200
+        urls = httpx.get(f"{api}/api/config").json()["gatewayUrls"]
+        assert urls == [f"ws://127.0.0.1:{p}/ws/rooms" for p in run.gateway_ports]
+        children = descendants(run.pid)
+        assert len(children) >= 3 + gateways  # mongo, redis, api, gateways
+        log = run.log_text()
+        for prefix in ("mongo  | ", "redis  | ", "seed   | ", "api    | "):
+            assert prefix in log
+        if gateways:
+            assert "gw-1   | " in log
+
+        assert run.popen is not None
+        run.popen.send_signal(signal.SIGINT)
+        assert run.popen.wait(scaled(60)) == 0
+        wait_until(lambda: not any(pid_alive(p) for p in children), 5, message="children gone")
+        for port in run.ports:
+            assert not port_listening(port), port
+        assert "stopped" in run.log_text().splitlines()[-1]
+    finally:
+        run.kill()
+
+
+def test_run_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    run = DevRun(tmp_path, 0).start()
+    try:
+        children = descendants(run.pid)
+        api_pids = [
+            pid
+            for pid in children
+            if "services.cli\x00api" in Path(f"/proc/{pid}/cmdline").read_text()
+        ]
+        assert len(api_pids) == 1
+        os.kill(api_pids[0], signal.SIGKILL)
+        assert run.popen is not None
+        assert run.popen.wait(scaled(60)) == 1
+        wait_until(lambda: not any(pid_alive(p) for p in children), 5, message="children gone")
+        assert "api exited unexpectedly" in run.log_text()
+        for port in run.ports:
+            assert not port_listening(port), port
+    finally:
+        run.kill()
+
+
+def test_seeded_data_survive_a_restart(tmp_path: Path) -> None:
+    first = DevRun(tmp_path, 0).start()
+    api = f"http://127.0.0.1:{first.api_port}/api/code-blocks"
+    ids = [b["id"] for b in httpx.get(api).json()]
+    first.stop(signal.SIGINT, timeout=60)
+    second = DevRun(tmp_path, 0).start()  # same data directory, new ports
+    try:
+        api = f"http://127.0.0.1:{second.api_port}/api/code-blocks"
+        assert [b["id"] for b in httpx.get(api).json()] == ids
+        assert "0 created" in second.log_text()
+    finally:
+        second.stop(signal.SIGINT, timeout=60)
