@@ -53,6 +53,7 @@ class Person:
     context: Any
     errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
 
     @property
     def editor(self) -> Any:
@@ -89,6 +90,10 @@ class People:
 
         context.route("**/*", guard)
         page.on("pageerror", lambda exc: person.errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: person.console_errors.append(msg.text) if msg.type == "error" else None,
+        )
         page.goto(path)
         self.people.append(person)
         return person
@@ -104,6 +109,8 @@ class People:
         for person in self.people:
             assert not person.foreign, f"external requests: {person.foreign}"
             assert not person.errors, f"uncaught page errors: {person.errors}"
+            csp = [e for e in person.console_errors if "Content Security Policy" in e]
+            assert not csp, f"CSP violations: {csp}"
 
 
 def launch_browser() -> Iterator[Any]:

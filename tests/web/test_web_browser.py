@@ -361,6 +361,39 @@ def test_gateway_sigterm_pages_move_to_the_other_gateway(
         crowd.close()
 
 
+def test_hung_gateway_is_left_for_the_other_one(
+    browser: Any, fleet_factory: Callable[..., Fleet]
+) -> None:
+    """A gateway that stops answering (SIGSTOP) without closing its sockets: its pages
+    notice the silence (probe, then give up: `?silence=1`) and move over."""
+    own = fleet_factory(gateways=2, MENTOR_GRACE_SECONDS=15)
+    block = _seed(own, [make_block()])[0]
+    assert own.api is not None
+    crowd = People(browser, own.api.url)
+    hung = own.gateways[0]
+    try:
+        room = f"/blocks/{block['id']}"
+        mentor = crowd.open(f"{room}?gateway=0&silence=1")
+        joined(mentor, "mentor", gateway_url(own, 0))
+        student = crowd.open(f"{room}?gateway=1&silence=1")
+        joined(student, "student", gateway_url(own, 1))
+        watcher = crowd.open(f"{room}?gateway=0&silence=1&role=watcher")
+        joined(watcher, "watcher", gateway_url(own, 0))
+
+        hung.send_signal(signal.SIGSTOP)
+        type_at_end(student, "// typed while a gateway hangs")
+        for person, role in ((mentor, "mentor"), (watcher, "watcher")):
+            expect(person.page.locator("#status")).to_have_attribute(
+                "data-gateway", gateway_url(own, 1), timeout=ms(20)
+            )
+            joined(person, role)
+            wait_text(person, lambda t: "typed while a gateway hangs" in t)
+        crowd.check()
+    finally:
+        hung.send_signal(signal.SIGCONT)
+        crowd.close()
+
+
 def test_api_serves_the_shell_with_csp(fleet: Fleet) -> None:
     assert fleet.api is not None
     r = httpx.get(fleet.api.url + "/blocks/anything")

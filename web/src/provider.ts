@@ -35,6 +35,9 @@ export interface ProviderOptions {
   /** How long to wait for `welcome` before syncing anyway (a stock server sends none). */
   welcomeTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Silence after which the gateway is probed (query-awareness), and given up on. */
+  probeAfterMs?: number;
+  deadAfterMs?: number;
 }
 
 export interface ProviderEvents {
@@ -61,6 +64,9 @@ export class RoomProvider {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private livenessTimer: ReturnType<typeof setInterval> | undefined;
+  private lastHeard = 0;
+  private lastProbe = 0;
   private announceTimer: ReturnType<typeof setTimeout> | undefined;
   private destroyed = false;
 
@@ -108,10 +114,13 @@ export class RoomProvider {
     }, this.opts.connectTimeoutMs ?? 8000);
     ws.onopen = () => {
       clearTimeout(this.connectTimer);
+      this.lastHeard = Date.now();
+      this.watchLiveness(ws);
       this.welcomeTimer = setTimeout(() => this.startSync(), this.opts.welcomeTimeoutMs ?? 5000);
     };
     ws.onmessage = (event: MessageEvent) => {
       if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return;
+      this.lastHeard = Date.now();
       this.receive(new Uint8Array(event.data));
     };
     ws.onclose = (event: CloseEvent) => {
@@ -126,6 +135,7 @@ export class RoomProvider {
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.announceTimer);
+    clearInterval(this.livenessTimer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("pagehide", this.onPageHide);
     const ws = this.ws;
@@ -225,7 +235,33 @@ export class RoomProvider {
     for (const data of queued) this.receive(data);
   }
 
+  // A gateway that hangs (stopped, partitioned) never closes the socket: after a
+  // silence, ask it for the awareness states (it always answers, our own state is
+  // there); if it still says nothing, drop the socket and move to the next gateway.
+  private watchLiveness(ws: WebSocket): void {
+    clearInterval(this.livenessTimer);
+    const probeAfter = this.opts.probeAfterMs ?? 15_000;
+    const deadAfter = this.opts.deadAfterMs ?? 35_000;
+    this.livenessTimer = setInterval(() => {
+      if (this.ws !== ws) return;
+      const now = Date.now();
+      const silent = now - this.lastHeard;
+      if (silent >= deadAfter) {
+        ws.onclose = null;
+        ws.onmessage = null;
+        ws.close();
+        this.onClosed(4000, "gateway silent");
+      } else if (silent >= probeAfter && this.welcomed && now - this.lastProbe >= probeAfter) {
+        this.lastProbe = now;
+        const enc = encoding.createEncoder();
+        encoding.writeVarUint(enc, MESSAGE_QUERY_AWARENESS);
+        this.send(encoding.toUint8Array(enc));
+      }
+    }, Math.min(1000, probeAfter / 3));
+  }
+
   private onClosed(code: number, reason: string): void {
+    clearInterval(this.livenessTimer);
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.connectTimer);
     this.ws = null;

@@ -104,6 +104,9 @@ class RoomPage {
   start(): void {
     document.title = `${this.block.title} · coderoom`;
     const pin = Number.parseInt(this.params.get("gateway") ?? "", 10);
+    // `?silence=S` (tests, debugging): probe a silent gateway after S seconds.
+    const silence = Number.parseFloat(this.params.get("silence") ?? "");
+    const probeAfterMs = silence > 0 ? silence * 1000 : undefined;
     this.provider = new RoomProvider(
       {
         bases: this.bases,
@@ -113,6 +116,8 @@ class RoomPage {
         clientId: this.clientId,
         watcher: this.watcher,
         token: () => identity.resumeToken(this.block.id),
+        probeAfterMs,
+        deadAfterMs: probeAfterMs && probeAfterMs * 2 + 1000,
       },
       {
         status: (s, info) => this.onStatus(s, info.base, info.delayMs),
