@@ -82,7 +82,7 @@ def test_env_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_frozen() -> None:
     settings = load_settings(port=1234)
     with pytest.raises(ValidationError):
-        settings.port = 1  # type: ignore[misc]
+        settings.port = 1
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
