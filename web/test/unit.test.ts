@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import * as decoding from "lib0/decoding";
+import * as encoding from "lib0/encoding";
+
+import { backoffDelay } from "../src/backoff";
+import { liveText } from "../src/lobby";
+import {
+  encodeControl,
+  MESSAGE_CONTROL,
+  NOTICES,
+  parseControl,
+  readAuth,
+  readControl,
+  shouldReconnect,
+  terminalAction,
+} from "../src/protocol";
+
+test("close-code rule: only 4400-4499 stay away", () => {
+  const table: [number, boolean][] = [
+    [1000, true], [1006, true], [1011, true], [1012, true], [1013, true], [4000, true],
+    [4399, true], [4400, false], [4403, false], [4404, false], [4409, false],
+    [4410, false], [4413, false], [4429, false], [4499, false], [4500, true], [4503, true],
+  ];
+  for (const [code, reconnect] of table) assert.equal(shouldReconnect(code), reconnect, String(code));
+});
+
+test("terminal close codes map to pages and notices", () => {
+  assert.deepEqual(terminalAction(4404), { kind: "not-found" });
+  assert.deepEqual(terminalAction(4409), { kind: "lobby", notice: "room-full" });
+  assert.deepEqual(terminalAction(4410), { kind: "lobby", notice: "mentor-left" });
+  assert.equal(NOTICES["mentor-left"], "The mentor left, so the room was closed.");
+  for (const code of [4400, 4403, 4413, 4429, 4450]) assert.equal(terminalAction(code).kind, "error");
+});
+
+test("control events: valid ones parse", () => {
+  assert.deepEqual(
+    parseControl(
+      '{"type":"welcome","role":"mentor","clientId":"c1","resumeToken":"t","session":"s1","blockId":"b","graceSeconds":5}',
+    ),
+    { type: "welcome", role: "mentor", clientId: "c1", resumeToken: "t", session: "s1", blockId: "b", graceSeconds: 5 },
+  );
+  assert.deepEqual(parseControl('{"type":"presence","mentor":true,"students":3,"watchers":0,"v":7}'), {
+    type: "presence", mentor: true, students: 3, watchers: 0,
+  });
+  assert.deepEqual(parseControl('{"type":"solved"}'), { type: "solved" });
+  assert.deepEqual(parseControl('{"type":"room-closed","reason":"mentor-left"}'), {
+    type: "room-closed", reason: "mentor-left",
+  });
+  const student = parseControl('{"type":"welcome","role":"student","resumeToken":null,"session":"s"}');
+  assert.equal(student?.type === "welcome" && student.resumeToken, null);
+});
+
+test("control events: malformed ones are ignored", () => {
+  for (const raw of [
+    "", "not json", "null", "42", '"welcome"', "[]", "{}", '{"type":"nope"}',
+    '{"type":"welcome"}', '{"type":"welcome","role":"admin"}', '{"type":7}',
+  ]) {
+    assert.equal(parseControl(raw), null, raw);
+  }
+  const p = parseControl('{"type":"presence","mentor":1,"students":-4,"watchers":"x"}');
+  assert.deepEqual(p, { type: "presence", mentor: true, students: 0, watchers: 0 });
+});
+
+test("control frames carry UTF-8 byte lengths (as the gateway writes them)", () => {
+  const frame = encodeControl({ type: "room-closed", reason: "mentor-left 😃 é" });
+  const dec = decoding.createDecoder(frame);
+  assert.equal(decoding.readVarUint(dec), MESSAGE_CONTROL);
+  assert.deepEqual(readControl(dec), { type: "room-closed", reason: "mentor-left 😃 é" });
+  // The gateway's framing: varUint(100) varUint(len(utf8)) utf8.
+  const json = new TextEncoder().encode('{"type":"solved","note":"ü"}');
+  const gw = new Uint8Array([100, json.length, ...json]);
+  const d2 = decoding.createDecoder(gw);
+  decoding.readVarUint(d2);
+  assert.deepEqual(readControl(d2), { type: "solved" });
+  // Truncated frame: ignored, not thrown.
+  const cut = decoding.createDecoder(gw.slice(0, 5));
+  decoding.readVarUint(cut);
+  assert.equal(readControl(cut), null);
+});
+
+test("auth: permission denied carries a reason", () => {
+  const enc = encoding.createEncoder();
+  encoding.writeVarUint(enc, 0);
+  encoding.writeVarString(enc, "watchers are read-only");
+  assert.equal(readAuth(decoding.createDecoder(encoding.toUint8Array(enc))), "watchers are read-only");
+  assert.equal(readAuth(decoding.createDecoder(new Uint8Array([1]))), null);
+});
+
+test("backoff grows, is capped and jittered", () => {
+  const lo = (n: number) => backoffDelay(n, () => 0);
+  const hi = (n: number) => backoffDelay(n, () => 1);
+  assert.deepEqual([0, 1, 2, 3].map(lo), [150, 300, 600, 1200]);
+  assert.deepEqual([0, 1, 2, 3].map(hi), [300, 600, 1200, 2400]);
+  assert.equal(hi(30), 10_000);
+  assert.equal(lo(30), 5_000);
+  for (let i = 0; i < 100; i++) {
+    const d = backoffDelay(4);
+    assert.ok(d >= 2400 && d <= 4800, String(d));
+  }
+});
+
+test("lobby live text", () => {
+  assert.equal(liveText(undefined), "No one here yet");
+  assert.equal(liveText({ mentor: false, students: 0, watchers: 0 }), "No one here yet");
+  assert.equal(liveText({ mentor: true, students: 0, watchers: 0 }), "Mentor in · 0 students");
+  assert.equal(liveText({ mentor: true, students: 1, watchers: 2 }), "Mentor in · 1 student · 2 watchers");
+  assert.equal(liveText({ mentor: false, students: 2, watchers: 0 }), "No mentor · 2 students");
+});
