@@ -269,9 +269,16 @@ def test_mentor_refresh_keeps_the_room(
     type_at_end(student, "// kept across the refresh")
     wait_text(mentor, lambda t: "kept across the refresh" in t)
 
+    mentor.page.fill("#display-name", "Linus")
+    mentor.page.press("#display-name", "Enter")
+    expect(student.page.locator("#people")).to_contain_text("Linus")
+
     mentor.page.reload()
     joined(mentor, "mentor")
     wait_text(mentor, lambda t: "kept across the refresh" in t)
+    # The name was set once and is remembered (localStorage).
+    expect(mentor.page.locator("#display-name")).to_have_value("Linus")
+    expect(student.page.locator("#people")).to_contain_text("Linus")
     joined(student, "student")
     counts(student, students=1, watchers=0, mentor=True)
     assert student.page.url.endswith(f"{room}?gateway=1")
