@@ -84,7 +84,10 @@ class RoomClient:
         self.close_code = None
         headers = {"Origin": self.origin} if self.origin else None
         self.ws = await connect(
-            self.url, additional_headers=headers, max_size=None, open_timeout=timeout,
+            self.url,
+            additional_headers=headers,
+            max_size=None,
+            open_timeout=timeout,
             compression=None,
         )
         self._task = asyncio.create_task(self._reader(self.ws))
@@ -120,15 +123,15 @@ class RoomClient:
         finally:
             self.close_code = ws.close_code
             self.close_codes.append(ws.close_code)
-            if self.fallbacks and not self._stopping and protocol.should_reconnect(
-                ws.close_code or 1006
+            if (
+                self.fallbacks
+                and not self._stopping
+                and protocol.should_reconnect(ws.close_code or 1006)
             ):
                 self._dropped.set()
                 if not self._reconnecting:
                     self._reconnecting = True
-                    self._reconnect_task = asyncio.get_running_loop().create_task(
-                        self._reconnect()
-                    )
+                    self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
             else:
                 self.closed.set()
 

@@ -35,9 +35,7 @@ log = logging.getLogger("coderoom.gateway")
 
 def _json(status: http.HTTPStatus, body: dict[str, object]) -> Response:
     data = orjson.dumps(body)
-    headers = Headers(
-        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-    )
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
     return Response(status.value, status.phrase, headers, data)
 
 
@@ -94,7 +92,9 @@ class Gateway:
             if not self.housekeeper.redis_ok:
                 problems.append("redis unavailable")
             if problems:
-                return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unready", "problems": problems})
+                return _json(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unready", "problems": problems}
+                )
             return _json(http.HTTPStatus.OK, {"status": "ready"})
         if path == "/metrics":
             body = self.metrics.render()

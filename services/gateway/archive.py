@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def final_code(closed: Closed) -> str:
-    doc = Doc()
+    doc: Doc[Text] = Doc()
     if closed.snapshot:
         doc.apply_update(closed.snapshot)
     for _, update in closed.entries:
@@ -69,6 +69,7 @@ class Archiver:
                 delay *= 2
         log.error("session %s not archived: %s", record.session_id, record.model_dump_json())
 
-    async def wait(self, timeout: float = 5.0) -> None:
+    async def wait(self, grace: float = 5.0) -> None:
+        """Give archive writes in flight ``grace`` seconds to finish (at shutdown)."""
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+            await asyncio.wait(self._tasks, timeout=grace)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, Text, merge_updates
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 ROOM_PATH = "/ws/rooms/"
 _LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
 MAX_CLIENT_ID = 64
+# Updates merged into one log entry. pycrdt's memory to apply an update grows with the
+# square of its consecutive items, and merge_updates does not squash keystrokes.
+MAX_BATCH = 64
 
 
 def now_ms() -> int:
@@ -55,6 +58,7 @@ class RoomHandle:
     early: list[bytes] = field(default_factory=list)  # channel messages before the load
     pending: list[bytes] = field(default_factory=list)  # updates not yet published
     flushing: bool = False
+    flush_task: asyncio.Task[Any] | None = None
     compacting: bool = False
     catching_up: bool = False
     solved_scheduled: bool = False
@@ -97,10 +101,16 @@ class Hub:
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
 
     # --- small helpers -------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _kick_flush(self, handle: RoomHandle) -> None:
+        if not handle.flushing:
+            handle.flushing = True
+            handle.flush_task = self._spawn(self._flush(handle))
 
     def send(self, ws: ServerConnection, frame: bytes) -> None:
         """Write one frame now, without waiting; close the socket if it fell behind."""
@@ -156,7 +166,9 @@ class Hub:
             else:
                 del self._per_ip[ip]
 
-    async def _serve(self, ws: ServerConnection, block_id: str, params: dict[str, list[str]]) -> None:
+    async def _serve(
+        self, ws: ServerConnection, block_id: str, params: dict[str, list[str]]
+    ) -> None:
         if self.shutting_down:
             await self._close(ws, CloseCode.SERVICE_RESTART, "gateway shutting down")
             return
@@ -175,7 +187,9 @@ class Hub:
         token = _param(params, "token")
         claimed = ""
         if token and self.secret:
-            claimed = tokens.claimed_session(self.secret, token, block_id, client_id, time.time()) or ""
+            claimed = (
+                tokens.claimed_session(self.secret, token, block_id, client_id, time.time()) or ""
+            )
         self._member_seq += 1
         member_id = f"{self.id}/{self._member_seq}"
         try:
@@ -258,16 +272,16 @@ class Hub:
         except ConnectionClosed:
             pass
 
-    def _carry_out(self, handle: RoomHandle, member_id: str, ws: ServerConnection, effects: Effects) -> None:
+    def _carry_out(
+        self, handle: RoomHandle, member_id: str, ws: ServerConnection, effects: Effects
+    ) -> None:
         for frame in effects.reply:
             self.send(ws, frame)
         for frame in effects.broadcast:
             self.fanout(handle, frame, skip=member_id)
         if effects.publish_update is not None:
             handle.pending.append(effects.publish_update)
-            if not handle.flushing:
-                handle.flushing = True
-                self._spawn(self._flush(handle))
+            self._kick_flush(handle)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
             data = b"A" + self.id.encode() + b"\x00" + effects.publish_awareness
@@ -291,11 +305,11 @@ class Hub:
     async def _forget_member(self, block_id: str, member_id: str) -> None:
         try:
             _, mentor_away, empty = await self.store.leave(block_id, member_id, now_ms())
-            await self._after_leave(block_id, mentor_away, empty)
+            await self.after_leave(block_id, mentor_away, empty)
         except RedisError as exc:
             log.warning("leave of %s failed (the reaper or resync fixes it): %s", member_id, exc)
 
-    async def _after_leave(self, block_id: str, mentor_away: bool, empty: bool) -> None:
+    async def after_leave(self, block_id: str, mentor_away: bool, empty: bool) -> None:
         if mentor_away:
             deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
             await self.redis.zadd(self.keys.closing, {block_id: deadline})
@@ -390,7 +404,8 @@ class Hub:
         block_id = handle.block.id
         try:
             while handle.pending and handle.core is not None and not handle.closed:
-                batch, handle.pending = handle.pending, []
+                batch = handle.pending[:MAX_BATCH]
+                del handle.pending[:MAX_BATCH]
                 update = batch[0] if len(batch) == 1 else merge_updates(*batch)
                 core = handle.core
                 try:
@@ -402,7 +417,7 @@ class Hub:
                     log.warning("publish to room %s failed: %s", block_id, exc)
                 if seq == -2:
                     # Kept, and published again once Redis is back (housekeeping resyncs).
-                    handle.pending[:0] = [update]
+                    handle.pending[:0] = batch
                     handle.needs_resync = True
                     return
                 self.metrics.publishes.inc()
@@ -423,7 +438,9 @@ class Hub:
             if core is None or handle.closed:
                 return
             await self.catch_up(handle)
-            await self.store.compact(core.block_id, core.session, core.applied_seq, core.full_update())
+            await self.store.compact(
+                core.block_id, core.session, core.applied_seq, core.full_update()
+            )
         except RedisError as exc:
             log.warning("compaction of %s failed: %s", handle.block.id, exc)
         finally:
@@ -589,7 +606,7 @@ class Hub:
             loaded = await self.store.load(block_id)
             if isinstance(loaded, str):
                 return
-            remote = Doc()
+            remote: Doc[Text] = Doc()
             if loaded.snapshot:
                 remote.apply_update(loaded.snapshot)
             for _, update in loaded.entries:
@@ -603,12 +620,9 @@ class Hub:
                 self.fanout(handle, protocol.sync_update(news))
             if missing != EMPTY_UPDATE:
                 handle.pending.append(missing)
-                if not handle.flushing:
-                    handle.flushing = True
-                    self._spawn(self._flush(handle))
-        if handle.pending and not handle.flushing:
-            handle.flushing = True
-            self._spawn(self._flush(handle))
+                self._kick_flush(handle)
+        if handle.pending:
+            self._kick_flush(handle)
         await self.catch_up(handle)
         if mentor_away:
             deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
@@ -646,12 +660,11 @@ class Hub:
         """SIGTERM: publish what is pending, then close every socket with 1012."""
         self.shutting_down = True
         for handle in list(self.rooms.values()):
-            if handle.pending and not handle.flushing:
-                handle.flushing = True
-                await self._flush(handle)
-        deadline = time.monotonic() + 2.0
-        while any(h.flushing for h in self.rooms.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            if handle.pending:
+                self._kick_flush(handle)
+        flushes = [h.flush_task for h in self.rooms.values() if h.flush_task is not None]
+        if flushes:
+            await asyncio.wait(flushes, timeout=2.0)
         closing = [
             self._close(ws, CloseCode.SERVICE_RESTART, "gateway restarting")
             for handle in list(self.rooms.values())

@@ -9,15 +9,13 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.connections = Gauge(
-            "coderoom_gateway_connections", "Open room sockets.", registry=r
-        )
+        self.connections = Gauge("coderoom_gateway_connections", "Open room sockets.", registry=r)
         self.rooms = Gauge("coderoom_gateway_rooms", "Rooms served by this gateway.", registry=r)
-        self.joins = Counter(
-            "coderoom_gateway_joins_total", "Joins by role.", ["role"], registry=r
-        )
+        self.joins = Counter("coderoom_gateway_joins_total", "Joins by role.", ["role"], registry=r)
         self.closes = Counter(
-            "coderoom_gateway_closes_total", "Sockets closed by the server, by code.", ["code"],
+            "coderoom_gateway_closes_total",
+            "Sockets closed by the server, by code.",
+            ["code"],
             registry=r,
         )
         self.messages_in = Counter(
@@ -33,18 +31,21 @@ class GatewayMetrics:
             registry=r,
         )
         self.publishes = Counter(
-            "coderoom_gateway_publishes_total", "Update batches appended to room logs.",
+            "coderoom_gateway_publishes_total",
+            "Update batches appended to room logs.",
             registry=r,
         )
         self.catchups = Counter(
             "coderoom_gateway_catchups_total", "Reads of a room log to fill a gap.", registry=r
         )
         self.resyncs = Counter(
-            "coderoom_gateway_resyncs_total", "Rooms re-registered after a Redis reconnect.",
+            "coderoom_gateway_resyncs_total",
+            "Rooms re-registered after a Redis reconnect.",
             registry=r,
         )
         self.reaped = Counter(
-            "coderoom_gateway_reaped_gateways_total", "Dead gateways reaped by this one.",
+            "coderoom_gateway_reaped_gateways_total",
+            "Dead gateways reaped by this one.",
             registry=r,
         )
         self.rooms_closed = Counter(

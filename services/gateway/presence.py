@@ -14,12 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 from redis.exceptions import RedisError
 
 from services.gateway.hub import Hub, now_ms
 
 log = logging.getLogger(__name__)
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class Housekeeper:
@@ -82,20 +87,22 @@ class Housekeeper:
         dead_before = now_ms() - int(self.settings.gateway_dead_after_seconds * 1000)
         dead = await self.redis.zrangebyscore(self.keys.gateways, "-inf", dead_before)
         for raw in dead:
-            gateway = raw.decode()
+            gateway = _text(raw)
             if gateway == self.hub.id:
                 continue
-            lock = await self.redis.set(self.keys.reap_lock(gateway), self.hub.id, nx=True, px=10000)
+            lock = await self.redis.set(
+                self.keys.reap_lock(gateway), self.hub.id, nx=True, px=10000
+            )
             if not lock:
                 continue
             rooms = await self.redis.smembers(self.keys.gateway_rooms(gateway))
             log.warning("reaping gateway %s (%d rooms)", gateway, len(rooms))
             for room in rooms:
-                block_id = room.decode()
+                block_id = _text(room)
                 _, mentor_away, empty = await self.hub.store.leave(
                     block_id, gateway + "/", now_ms(), prefix=True
                 )
-                await self.hub._after_leave(block_id, mentor_away, empty)
+                await self.hub.after_leave(block_id, mentor_away, empty)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(self.keys.gateway_rooms(gateway))
                 pipe.zrem(self.keys.gateways, gateway)
@@ -103,11 +110,14 @@ class Housekeeper:
             self.hub.metrics.reaped.inc()
 
     async def sweep(self) -> None:
-        due = await self.redis.zrangebyscore(
-            self.keys.closing, "-inf", now_ms(), start=0, num=50, withscores=True
+        due = cast(
+            list[tuple[bytes, float]],
+            await self.redis.zrangebyscore(
+                self.keys.closing, "-inf", now_ms(), start=0, num=50, withscores=True
+            ),
         )
         for raw, score in due:
-            block_id = raw.decode()
+            block_id = _text(raw)
             status = await self.hub.close_room(
                 block_id, session="", force=False, reason="mentor-left"
             )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -30,7 +31,7 @@ class Relay:
         self,
         redis: Redis,
         on_message: Handler,
-        on_reconnect: Callable[[], Awaitable[None]],
+        on_reconnect: Callable[[], Coroutine[Any, Any, None]],
     ) -> None:
         self._redis = redis
         self._on_message = on_message
@@ -38,6 +39,7 @@ class Relay:
         self._channels: set[str] = set()
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
+        self._resync: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.healthy = False
 
@@ -49,7 +51,7 @@ class Relay:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -76,7 +78,7 @@ class Relay:
                 delay = 0.05
                 if not first:
                     log.warning("pub/sub reconnected; resyncing %d rooms", len(self._channels))
-                    asyncio.create_task(self._on_reconnect())
+                    self._resync = asyncio.create_task(self._on_reconnect())
                 first = False
                 await self._listen(self._pubsub)
             except asyncio.CancelledError:
@@ -88,7 +90,7 @@ class Relay:
                 first = False
             if self._pubsub is not None:
                 try:
-                    await self._pubsub.aclose()
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                 except (RedisError, OSError):
                     pass
             await asyncio.sleep(delay)

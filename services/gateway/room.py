@@ -28,11 +28,23 @@ EMPTY_UPDATE = b"\x00\x00"
 TEMPLATE_CLIENT_ID = 1
 MAX_AWARENESS_STATE_BYTES = 4096
 MAX_AWARENESS_CLIENTS_PER_MEMBER = 4
+# Structs in one client update. Keystrokes hold 1-3; a reconnecting client's step 2
+# holds its offline edits (Yjs squashes consecutive typing). pycrdt's memory to apply an
+# update grows with the square of its consecutive items, hence a bound.
+MAX_STRUCTS = 4096
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    # pycrdt reports some malformed input with a Rust panic (PanicException derives from
+    # BaseException): that is bad input, not a reason to stop the process.
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)) or (
+        type(exc).__name__ == "CancelledError"
+    )
 
 
 def template_update(template: str) -> bytes:
     """The Yjs update that creates the room's text from the block's template."""
-    doc = Doc(client_id=TEMPLATE_CLIENT_ID)
+    doc: Doc[Text] = Doc(client_id=TEMPLATE_CLIENT_ID)
     text = doc.get("code", type=Text)
     if template:
         text += template
@@ -98,7 +110,7 @@ class RoomCore:
         self.session = session
         self.epoch = epoch
         self.limits = limits
-        self.doc = Doc()
+        self.doc: Doc[Text] = Doc()
         self.text = self.doc.get("code", type=Text)
         self.members: dict[str, Member] = {}
         self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
@@ -216,10 +228,14 @@ class RoomCore:
             validate_state_vector(payload)
             try:
                 diff = self.doc.get_update(payload)
-            except Exception:  # pycrdt rejects a state vector it cannot use
+            except BaseException as exc:  # pycrdt rejects a state vector it cannot use
+                if _is_fatal(exc):
+                    raise
                 return Effects(close=CloseCode.BAD_REQUEST, reason="bad state vector")
             return Effects(reply=[protocol.sync_step2(diff)])
-        if not validate_update(payload, max_bytes=self.limits.max_frame_bytes):
+        if not validate_update(
+            payload, max_bytes=self.limits.max_frame_bytes, max_structs=MAX_STRUCTS
+        ):
             return Effects()  # empty: nothing to write, nothing to refuse
         # A step 2 always carries the whole delete set, so an up-to-date client's answer
         # is not empty; it matters only if it adds something (checked once per connect).
@@ -232,7 +248,9 @@ class RoomCore:
             return Effects(close=CloseCode.DOC_TOO_LARGE, reason="document too large")
         try:
             self.doc.apply_update(payload)
-        except Exception:
+        except BaseException as exc:
+            if _is_fatal(exc):
+                raise
             return Effects(close=CloseCode.BAD_REQUEST, reason="invalid update")
         self._text_dirty = True
         self.doc_bytes += len(payload)
@@ -242,11 +260,13 @@ class RoomCore:
     def _adds(self, update: bytes) -> bool:
         """Whether a (validated) update would change the document: tried on a copy."""
         current = self.doc.get_update()
-        probe = Doc()
+        probe: Doc[Text] = Doc()
         try:
             probe.apply_update(current)
             probe.apply_update(update)
-        except Exception:
+        except BaseException as exc:
+            if _is_fatal(exc):
+                raise
             return True  # let the real apply report it
         return probe.get_update() != current
 
@@ -327,4 +347,3 @@ class RoomCore:
 
     def full_update(self, state_vector: bytes | None = None) -> bytes:
         return self.doc.get_update(state_vector) if state_vector else self.doc.get_update()
-

@@ -141,8 +141,10 @@ redis.call('HSET', KEYS[1], 'snap_seq', ARGV[2], 'doc_bytes', bytes)
 return 1
 """
 
-# ARGV: applied seq of the caller (-1 = nothing yet: the snapshot is always included). Returns {session, epoch, seq,
-# doc_bytes, snapshot or false, seq1, update1, ...}; {false} when the room is not open.
+# ARGV: applied seq of the caller (-1 = nothing yet: the snapshot is always included).
+# Returns {session, epoch, seq, snap_seq, doc_bytes, pv, n_mentor, n_student, n_watcher,
+# solved, snapshot or false, seq1, update1, ...}, or {false, last closed session} when
+# the room is not open.
 LOAD = """
 local v = redis.call('HMGET', KEYS[1], 'session', 'epoch', 'seq', 'snap_seq', 'doc_bytes',
   'pv', 'n_mentor', 'n_student', 'n_watcher', 'solved')
@@ -340,7 +342,7 @@ class RoomStore:
         new_session: str,
         template: bytes,
     ) -> Joined:
-        args = [member_id, "watcher" if watcher else "", client_id, claimed_session]
+        args: list[Any] = [member_id, "watcher" if watcher else "", client_id, claimed_session]
         args += [now_ms, cap, new_session, template]
         r = await self._join(keys=self._k(block_id), args=args)
         if r[0] == b"full":
@@ -348,13 +350,17 @@ class RoomStore:
         counts = Presence(int(r[6]), int(r[3]) > 0, int(r[4]), int(r[5]))
         return Joined(_ROLE[r[0]], r[1].decode(), r[2].decode(), counts)
 
-    async def leave(self, block_id: str, member_or_prefix: str, now_ms: int, *, prefix: bool = False) -> tuple[int, bool, bool]:
+    async def leave(
+        self, block_id: str, member_or_prefix: str, now_ms: int, *, prefix: bool = False
+    ) -> tuple[int, bool, bool]:
         r = await self._leave(
             keys=self._k(block_id), args=[member_or_prefix, now_ms, "prefix" if prefix else ""]
         )
         return int(r[0]), bool(int(r[1])), bool(int(r[2]))
 
-    async def publish(self, block_id: str, session: str, gateway_id: str, update: bytes) -> tuple[int, int, int]:
+    async def publish(
+        self, block_id: str, session: str, gateway_id: str, update: bytes
+    ) -> tuple[int, int, int]:
         r = await self._publish(keys=self._k(block_id), args=[session, gateway_id, update])
         return int(r[0]), int(r[1]), int(r[2])
 

@@ -73,7 +73,9 @@ class Classroom:
         self._typing = True
         for r, room in enumerate(self.rooms):
             for j, student in enumerate(room.students):
-                self._tasks.append(asyncio.create_task(self._type(room, student, f"{r}.{j}", interval)))
+                self._tasks.append(
+                    asyncio.create_task(self._type(room, student, f"{r}.{j}", interval))
+                )
 
     async def _type(self, room: Room, student: RoomClient, tag: str, interval: float) -> None:
         await asyncio.sleep(self.rng.random() * interval)

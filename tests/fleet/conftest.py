@@ -34,9 +34,7 @@ class Blocks:
     def new(self, **overrides: Any) -> BlockInfo:
         body = make_block(
             template=overrides.pop("template", "function add(a, b) {\n  // TODO\n}\n"),
-            solution=overrides.pop(
-                "solution", "function add(a, b) {\n  return a + b;\n}\n"
-            ),
+            solution=overrides.pop("solution", "function add(a, b) {\n  return a + b;\n}\n"),
             **overrides,
         )
         response = self.api.request(

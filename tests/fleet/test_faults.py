@@ -191,8 +191,10 @@ async def test_mongo_down_rooms_keep_working_new_rooms_refused(fleet2: Fleet) ->
         refused = await RoomClient(g[1], closed_block.id).connect(timeout=15)
         await wait_for(refused.closed.is_set, 15)
         took = time.monotonic() - started
-        print(f"\nmongo down: a room that cannot load its block refused with "
-              f"{refused.close_code} in {took:.2f}s; open rooms kept working")
+        print(
+            f"\nmongo down: a room that cannot load its block refused with "
+            f"{refused.close_code} in {took:.2f}s; open rooms kept working"
+        )
         assert refused.close_code == CloseCode.UNAVAILABLE
         assert took < 8
         await late.close()

@@ -40,7 +40,10 @@ async def test_roles_and_welcome_across_gateways(blocks: Blocks, gw: list[str]) 
     watcher = await join(gw[1], block.id, role="watcher")
     other = await join(gw[0], block.id, role="mentor")  # a role= other than watcher is ignored
     assert [c.role for c in (mentor, student, watcher, other)] == [
-        "mentor", "student", "watcher", "student",
+        "mentor",
+        "student",
+        "watcher",
+        "student",
     ]
     welcome = mentor.last("welcome")
     assert welcome is not None
@@ -89,7 +92,6 @@ def boundaries(text: str) -> list[int]:
     if depth == 0:
         out.append(len(text))
     return out
-
 
 
 async def test_concurrent_edits_by_many_students_all_survive(blocks: Blocks, gw: list[str]) -> None:
@@ -178,9 +180,7 @@ async def test_awareness_is_relayed_and_removed_on_close(blocks: Blocks, gw: lis
     late = await join(gw[0], block.id)  # a late joiner gets the current states
     await wait_for(lambda: s1_id in late.awareness, 5)
     await s1.close()
-    await wait_for(
-        lambda: all(s1_id not in c.awareness for c in (mentor, s2, late)), 5
-    )
+    await wait_for(lambda: all(s1_id not in c.awareness for c in (mentor, s2, late)), 5)
     await close_all(mentor, s2, late)
 
 
@@ -228,7 +228,9 @@ async def test_solution_never_reaches_a_client(blocks: Blocks, gw: list[str]) ->
 # 6. Mentor leaves ----------------------------------------------------------------------
 
 
-async def test_mentor_leaving_closes_the_room_after_the_grace(blocks: Blocks, gw: list[str]) -> None:
+async def test_mentor_leaving_closes_the_room_after_the_grace(
+    blocks: Blocks, gw: list[str]
+) -> None:
     block = blocks.new()
     mentor = await join(gw[0], block.id)
     s1 = await join(gw[1], block.id)
@@ -248,7 +250,9 @@ async def test_mentor_leaving_closes_the_room_after_the_grace(blocks: Blocks, gw
     await fresh.close()
 
 
-async def test_mentor_refresh_with_resume_token_keeps_the_room(blocks: Blocks, gw: list[str]) -> None:
+async def test_mentor_refresh_with_resume_token_keeps_the_room(
+    blocks: Blocks, gw: list[str]
+) -> None:
     block = blocks.new()
     mentor = await join(gw[0], block.id, client_id=unique_client())
     student = await join(gw[1], block.id)
