@@ -4,10 +4,6 @@ const CLIENT_KEY = "coderoom.clientId";
 const NAME_KEY = "coderoom.name";
 const tokenKey = (blockId: string) => `coderoom.token.${blockId}`;
 
-const PALETTE = [
-  "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
-  "#0f9d9a", "#f032e6", "#808000", "#9a6324", "#1e88e5",
-];
 
 function randomId(bytes = 12): string {
   const a = new Uint8Array(bytes);
@@ -62,8 +58,21 @@ export function defaultName(id: string): string {
   return `Guest ${parseInt(id.slice(0, 4), 16) % 1000}`;
 }
 
+/** A caret colour from the client id: any hue, dark enough for white label text. */
 export function colorFor(id: string): string {
-  let h = 0;
-  for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-  return PALETTE[h % PALETTE.length];
+  let h = 2166136261;
+  for (const ch of id) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+  return hslToHex(h % 360, 0.7, 0.42);
+}
+
+function hslToHex(hue: number, sat: number, light: number): string {
+  const a = sat * Math.min(light, 1 - light);
+  const channel = (n: number) => {
+    const k = (n + hue / 30) % 12;
+    const v = light - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255)
+      .toString(16)
+      .padStart(2, "0");
+  };
+  return `#${channel(0)}${channel(8)}${channel(4)}`;
 }

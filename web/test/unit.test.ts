@@ -107,3 +107,15 @@ test("lobby live text", () => {
   assert.equal(liveText({ mentor: true, students: 1, watchers: 2 }), "Mentor in · 1 student · 2 watchers");
   assert.equal(liveText({ mentor: false, students: 2, watchers: 0 }), "No mentor · 2 students");
 });
+
+test("caret colours are #rrggbb and differ between people", async () => {
+  const { colorFor } = await import("../src/identity");
+  const seen = new Set<string>();
+  for (let i = 0; i < 50; i++) {
+    const c = colorFor(`client-${i}-abcdef`);
+    assert.match(c, /^#[0-9a-f]{6}$/);
+    seen.add(c);
+  }
+  assert.ok(seen.size >= 40, String(seen.size));
+  assert.equal(colorFor("same"), colorFor("same"));
+});
