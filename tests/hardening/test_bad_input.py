@@ -93,7 +93,10 @@ async def attack(ws_base: str, block_id: str, frames: list[bytes | str], query: 
 _rng = random.Random(20240601)
 CASES: dict[str, tuple[list[bytes | str], int]] = {
     "random-bytes": ([b"\x09" + _rng.randbytes(200)], CloseCode.BAD_REQUEST),
-    "random-bytes-after-sync-header": ([b"\x00\x02\x40" + _rng.randbytes(64)], CloseCode.BAD_REQUEST),
+    "random-bytes-after-sync-header": (
+        [b"\x00\x02\x40" + _rng.randbytes(64)],
+        CloseCode.BAD_REQUEST,
+    ),
     "empty-frame": ([b""], CloseCode.BAD_REQUEST),
     "truncated-varint": ([b"\x80"], CloseCode.BAD_REQUEST),
     "truncated-length-varint": ([b"\x00\x02\xff\xff"], CloseCode.BAD_REQUEST),
@@ -105,12 +108,17 @@ CASES: dict[str, tuple[list[bytes | str], int]] = {
     "update-bomb-2^28-structs": ([protocol.sync_update(BOMB_UPDATE)], CloseCode.BAD_REQUEST),
     "step2-bomb": ([protocol.sync_step2(BOMB_UPDATE)], CloseCode.BAD_REQUEST),
     "state-vector-bomb-2^28": ([protocol.sync_step1(BOMB_STATE_VECTOR)], CloseCode.BAD_REQUEST),
-    "invalid-yjs-update": ([protocol.sync_update(b"\x01\x01\x05\x00\xff\xff\xff")], CloseCode.BAD_REQUEST),
+    "invalid-yjs-update": (
+        [protocol.sync_update(b"\x01\x01\x05\x00\xff\xff\xff")],
+        CloseCode.BAD_REQUEST,
+    ),
     "awareness-claims-2^28-clients": (
-        [protocol.awareness_message(encode_var_uint(1 << 28) + b"\x01")], CloseCode.BAD_REQUEST
+        [protocol.awareness_message(encode_var_uint(1 << 28) + b"\x01")],
+        CloseCode.BAD_REQUEST,
     ),
     "awareness-not-json": (
-        [protocol.awareness_message(b"\x01\x05\x01\x03{x}")], CloseCode.BAD_REQUEST
+        [protocol.awareness_message(b"\x01\x05\x01\x03{x}")],
+        CloseCode.BAD_REQUEST,
     ),
     "text-frame": (["hello"], CloseCode.BAD_REQUEST),
     "text-frame-json": (['{"type":"solved"}'], CloseCode.BAD_REQUEST),

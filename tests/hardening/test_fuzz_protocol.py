@@ -19,9 +19,7 @@ from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, ProtocolError, SyncType
 from shared.yvalidate import encode_awareness_update, encode_var_uint
 
-FUZZ = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _real_update(text: str = "hello world", client_id: int = 77) -> bytes:
@@ -78,7 +76,9 @@ frames = st.one_of(
     awareness_bodies.map(protocol.awareness_message),
     mutated(protocol.sync_update(REAL)),
     mutated(protocol.sync_step1(REAL_SV)),
-    st.builds(lambda t, rest: encode_var_uint(t) + rest, st.integers(0, 2**40), st.binary(max_size=16)),
+    st.builds(
+        lambda t, rest: encode_var_uint(t) + rest, st.integers(0, 2**40), st.binary(max_size=16)
+    ),
 )
 
 

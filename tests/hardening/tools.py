@@ -180,7 +180,11 @@ async def raw_connect(
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     async with asyncio.timeout(timeout):
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.transport.abort()
+            return RawSocket(reader, writer, Handshake(0, {}))  # dropped without an answer
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         status = int(status_line.split()[1])
         parsed = {}
