@@ -62,7 +62,9 @@ export function defaultName(id: string): string {
 export function colorFor(id: string): string {
   let h = 2166136261;
   for (const ch of id) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
-  return hslToHex(h % 360, 0.7, 0.42);
+  const hue = h % 360;
+  // Yellows and greens look light at the same lightness: darken them for the label.
+  return hslToHex(hue, 0.7, hue >= 45 && hue <= 200 ? 0.33 : 0.45);
 }
 
 function hslToHex(hue: number, sat: number, light: number): string {
