@@ -77,6 +77,8 @@ def write(
         "other engineers' jobs on this shared 2-core machine (±5 is noise).",
         "",
     ]
+    if noise(merged):
+        body += [noise(merged), ""]
     for n in notes:
         body.append(f"> note: {n}")
     if notes:
@@ -156,6 +158,17 @@ def write(
     return files, summary
 
 
+def noise(merged: dict[str, JSON]) -> str:
+    others = [m["other_cpu_pct"] for m in merged.values() if m.get("other_cpu_pct") is not None]
+    if not others or max(others) <= 30:
+        return ""
+    return (
+        f"**Noisy machine:** other processes used up to {max(others):.0f} % of a core during "
+        "measured windows (see `other CPU %`); tails and CPU figures of those runs are "
+        "inflated by contention, not by the target alone."
+    )
+
+
 def readme(
     out_dir: Path,
     md: Path,
@@ -176,6 +189,8 @@ def readme(
         f"## Latest side-by-side ({date}, `make bench-compare`)",
         "",
         f"Machine: {machine_line(machine)} Full results: [{rel}/{md.name}]({rel}/{md.name}).",
+        "",
+        noise(merged),
         "",
         render(TRAFFIC_COLS, ordered(merged, TRAFFIC, target_names)),
         "",

@@ -55,7 +55,11 @@ def latency_plot(
             runs = [v for v in m.get("p99_runs", []) if v is not None]
             if len(runs) > 1:
                 ax.plot([i + width] * len(runs), runs, "o", color="#e6550d", ms=3, zorder=3)
-        ax.set_xticks(range(len(items)), [t for t, _ in items], rotation=30, ha="right", fontsize=8)
+        names = [
+            t if m.get("other_cpu_pct") is None else f"{t}\nother CPU {m['other_cpu_pct']:.0f}%"
+            for t, m in items
+        ]
+        ax.set_xticks(range(len(items)), names, rotation=30, ha="right", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_ylabel("ms")
         ax.grid(axis="y", alpha=0.3)
