@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
     t0 = time.monotonic()
+    runner: Runner | None = None
     try:
         peers = install_peers(
             Path(env.get("PEERS_SRC") or ROOT.parent / "shared" / "peers"), HERE / ".peers"
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 blocks = max(
                     [scenario(s).rooms for s in wanted if s in MATRIX]
-                    + [capacity_step(n, hold).rooms for n in steps]
+                    + [capacity_step(n, hold).rooms for n in steps if "capacity" in wanted]
                     + [20]
                 )
                 t_seed = time.monotonic()
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         (raw / "session.json").write_text(json.dumps(session))
         return finish(session, out_dir)
     finally:
+        if runner is not None:
+            runner.kill_all()
         procs.stop_all()
 
 

@@ -74,6 +74,7 @@ class Runner:
         raw.mkdir(parents=True, exist_ok=True)
         self.results: list[JSON] = []
         self.failures: list[str] = []
+        self.live: list[Handle] = []
 
     def spawn(
         self,
@@ -110,7 +111,7 @@ class Runner:
         json_path.unlink(missing_ok=True)
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        return Handle(
+        handle = Handle(
             popen,
             log,
             json_path,
@@ -118,6 +119,8 @@ class Runner:
             time.monotonic() + scen.budget_s(),
             {"target": target.name, "scenario": scen.name, **(tags or {})},
         )
+        self.live.append(handle)
+        return handle
 
     def wait(self, handle: Handle) -> JSON:
         try:
@@ -126,6 +129,7 @@ class Runner:
             handle.popen.kill()
             handle.popen.wait()
             say(f"!! {handle.label}: load generator killed after its time budget")
+        self.live.remove(handle)
         summary = [ln for ln in handle.log_text().splitlines() if ": clients " in ln]
         say("   " + (summary[-1].split("] ", 1)[-1] if summary else "(no summary line)"))
         if not handle.json_path.exists():
@@ -137,6 +141,14 @@ class Runner:
             result = json.loads(handle.json_path.read_text())
         result["bench"] = handle.tags
         return result
+
+    def kill_all(self) -> None:
+        """Stop load generators still running (the bench is being interrupted)."""
+        for handle in self.live:
+            if handle.popen.poll() is None:
+                handle.popen.kill()
+                handle.popen.wait()
+        self.live.clear()
 
     def run(self, target: Target, running: Running, scen: Scenario, label: str, **kw: Any) -> JSON:
         say(f"== {label}: {scen.clients} clients, rate {scen.rate:g}, window {scen.duration:g}s")
