@@ -11,6 +11,8 @@ Environment (all optional):
   CAPACITY     idle clients held by ONE gateway, per step (default "2000 5000 8000")
   CAP_HOLD     seconds each capacity step is held (default 20; QUICK 10)
   JOINS        joins of the 2 KB room during each capacity step (default 100)
+  QUIET_WAIT   before each matrix run, wait up to this many seconds for the shared
+               machine to be quieter than 40 % of a core (default 0: do not wait)
   OUT          results folder (default docs/bench/<UTC date>)
   PEERS_SRC    reference peers to copy (default ../shared/peers)
   MONGODB_URL  use this MongoDB instead of starting `coderoom mongo`
@@ -30,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from bench import output
-from bench.machine import describe
+from bench.machine import busy_pct, describe
 from bench.procs import Procs
 from bench.runner import Runner, capacity, say, split
 from bench.scenarios import ALL, MATRIX, capacity_step, parse_list, scenario
@@ -38,6 +40,17 @@ from bench.targets import PEER_NAMES, Coderoom, Peer, RedisServer, install_peers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
+
+def wait_quiet(limit: float, threshold: float = 40.0) -> None:
+    """Wait (at most `limit` s) until the machine's busy CPU is below `threshold` % of a core."""
+    deadline = time.monotonic() + limit
+    while limit > 0 and time.monotonic() < deadline:
+        busy = busy_pct(1.0)
+        if busy < threshold:
+            return
+        say(f"   machine busy ({busy:.0f} % of a core): waiting for quiet")
+        time.sleep(2.0)
 
 
 def _stop_on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -76,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(x) for x in env.get("CAPACITY", "2000 5000 8000").split()]
     hold = float(env.get("CAP_HOLD", "10" if quick else "20"))
     joins = int(env.get("JOINS", "100"))
+    quiet_wait = float(env.get("QUIET_WAIT", "0"))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = Path(
         env.get("OUT") or ROOT / "docs" / "bench" / time.strftime("%Y-%m-%d", time.gmtime())
@@ -140,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     label = f"{t}/{sc}" + (f"#{k}" if rounds > 1 else "")
                     try:
+                        wait_quiet(quiet_wait)
                         running = target.start()
                         kw: dict[str, Any] = {"tags": {"repeat": k}}
                         if t == "coderoom":
