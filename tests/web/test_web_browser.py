@@ -258,6 +258,21 @@ def test_roles_typing_counts_and_smiley(
         counts(person, students=1, watchers=1)
 
 
+def test_late_joiner_on_another_gateway_sees_who_is_there(
+    people: People, new_block: Callable[..., dict[str, Any]]
+) -> None:
+    room = f"/blocks/{new_block()['id']}"
+    mentor = people.open(f"{room}?gateway=0")
+    joined(mentor, "mentor")
+    mentor.page.fill("#display-name", "Mentor Mia")
+    mentor.page.press("#display-name", "Enter")
+    student = people.open(f"{room}?gateway=1")
+    joined(student, "student")
+    # Well before the mentor's next awareness renewal (15 s).
+    expect(student.page.locator("#people")).to_contain_text("Mentor Mia", timeout=ms(5))
+    expect(mentor.page.locator("#people li")).to_have_count(2, timeout=ms(5))
+
+
 def test_mentor_refresh_keeps_the_room(
     fleet: Fleet, people: People, new_block: Callable[..., dict[str, Any]]
 ) -> None:

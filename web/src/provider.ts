@@ -227,9 +227,7 @@ export class RoomProvider {
     encoding.writeVarUint(step1, MESSAGE_SYNC);
     syncProtocol.writeSyncStep1(step1, this.doc);
     this.send(encoding.toUint8Array(step1));
-    if (this.awareness.getLocalState() !== null) {
-      this.sendAwareness([this.doc.clientID]);
-    }
+    this.bumpAwareness();
     const queued = this.pending;
     this.pending = [];
     for (const data of queued) this.receive(data);
@@ -314,6 +312,13 @@ export class RoomProvider {
     this.send(encoding.toUint8Array(enc));
   }
 
+  /** Publish our state again with a higher clock: gateways (like y-protocols) drop a
+   * state whose clock they have seen, so a plain re-send would be taken for an echo. */
+  private bumpAwareness(): void {
+    const state = this.awareness.getLocalState();
+    if (state !== null) this.awareness.setLocalState(state); // -> onAwarenessUpdate sends it
+  }
+
   private dropRemoteAwareness(): void {
     const others = [...this.awareness.getStates().keys()].filter((c) => c !== this.doc.clientID);
     if (others.length) awarenessProtocol.removeAwarenessStates(this.awareness, others, this);
@@ -349,9 +354,7 @@ export class RoomProvider {
     this.announceTimer = setTimeout(
       () => {
         this.announceTimer = undefined;
-        if (this.connected && this.awareness.getLocalState() !== null) {
-          this.sendAwareness([this.doc.clientID]);
-        }
+        if (this.connected) this.bumpAwareness();
       },
       150 + Math.random() * 350,
     );
