@@ -14,7 +14,7 @@ import signal
 import sys
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -31,6 +31,7 @@ from shared.db import MongoGate, mongo_client
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("coderoom.gateway")
+REDIS_POOL_SIZE = 64
 
 
 def _json(status: http.HTTPStatus, body: dict[str, object]) -> Response:
@@ -50,13 +51,17 @@ class Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics()
         url = settings.redis_url
-        self.redis = Redis.from_url(
+        # A burst of joins must wait for a connection, not fail: a blocking pool.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=5,
             socket_timeout=5,
             socket_connect_timeout=2,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             health_check_interval=10,
         )
+        self.redis = Redis(connection_pool=pool)
         # The pub/sub connection must not reconnect behind our back (it would hide the
         # messages lost meanwhile): no retries, the relay reconnects and resyncs itself.
         self.pubsub_redis = Redis.from_url(
@@ -116,6 +121,7 @@ class Gateway:
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> Server:
+        self.hub.outbox.start()
         self.relay.start()
         self.housekeeper.start()
         self.gate.start()
@@ -144,6 +150,7 @@ class Gateway:
             log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
         await self.hub.archiver.wait(2.0)
         await self.housekeeper.stop()
+        await self.hub.outbox.stop()
         await self.relay.stop()
         await self.redis.aclose()
         await self.pubsub_redis.aclose()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from pycrdt import Doc, Text, merge_updates
+from pycrdt import Doc, Text
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
@@ -29,6 +29,7 @@ from services.gateway import tokens
 from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.outbox import Outbox
 from services.gateway.room import EMPTY_UPDATE, Effects, Limits, RoomCore, template_update
 from services.gateway.scripts import Closed, Presence, RoomStore
 from shared import protocol
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 ROOM_PATH = "/ws/rooms/"
 _LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
 MAX_CLIENT_ID = 64
-# Updates merged into one log entry. pycrdt's memory to apply an update grows with the
-# square of its consecutive items, and merge_updates does not squash keystrokes.
-MAX_BATCH = 64
 
 
 def now_ms() -> int:
@@ -56,9 +54,6 @@ class RoomHandle:
     core: RoomCore | None = None  # None until loaded from Redis
     sockets: dict[str, ServerConnection] = field(default_factory=dict)
     early: list[bytes] = field(default_factory=list)  # channel messages before the load
-    pending: list[bytes] = field(default_factory=list)  # updates not yet published
-    flushing: bool = False
-    flush_task: asyncio.Task[Any] | None = None
     compacting: bool = False
     catching_up: bool = False
     solved_scheduled: bool = False
@@ -97,8 +92,11 @@ class Hub:
         self._member_seq = 0
         self._per_ip: dict[str, int] = {}
         self._opening: dict[str, asyncio.Future[RoomHandle]] = {}
+        self._slow: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
+        self.outbox = Outbox(redis, self.store, self.id, self.on_published, self.on_publish_lost)
+        self._awareness_tag = b"A" + self.id.encode() + b"\x00"
 
     # --- small helpers -------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -107,25 +105,41 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _kick_flush(self, handle: RoomHandle) -> None:
-        if not handle.flushing:
-            handle.flushing = True
-            handle.flush_task = self._spawn(self._flush(handle))
-
     def send(self, ws: ServerConnection, frame: bytes) -> None:
-        """Write one frame now, without waiting; close the socket if it fell behind."""
-        if ws.protocol.state is not State.OPEN:
-            return
-        ws.protocol.send_binary(frame)
-        ws.send_data()
+        """Write one message now, without waiting; close the socket if it fell behind."""
+        self._write(ws, ws_frame(frame))
         self.metrics.messages_out.inc()
-        if ws.transport.get_write_buffer_size() > self.settings.outbox_max_bytes:
-            self._spawn(self._close(ws, CloseCode.SLOW_CONSUMER, "too far behind"))
 
     def fanout(self, handle: RoomHandle, frame: bytes, skip: str | None = None) -> None:
+        """The same message to every local member of a room, framed once."""
+        wire = ws_frame(frame)
+        write = self._write
+        sent = 0
         for member_id, ws in handle.sockets.items():
             if member_id != skip:
-                self.send(ws, frame)
+                write(ws, wire)
+                sent += 1
+        if sent:
+            self.metrics.messages_out.inc(sent)
+
+    def _write(self, ws: ServerConnection, wire: bytes) -> None:
+        # Server frames are unmasked and we never fragment or compress, so one encoded
+        # frame serves every socket; websockets' own writes (pings, close) are whole
+        # frames too, so nothing interleaves. A socket that is not open gets nothing.
+        if ws.protocol.state is not State.OPEN:
+            return
+        transport = ws.transport
+        transport.write(wire)
+        if transport.get_write_buffer_size() > self.settings.outbox_max_bytes:
+            if ws not in self._slow:
+                self._slow.add(ws)
+                self._spawn(self._close_slow(ws))
+
+    async def _close_slow(self, ws: ServerConnection) -> None:
+        try:
+            await self._close(ws, CloseCode.SLOW_CONSUMER, "too far behind")
+        finally:
+            self._slow.discard(ws)
 
     async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
         self.metrics.closes.labels(str(code)).inc()
@@ -279,19 +293,11 @@ class Hub:
             self.send(ws, frame)
         for frame in effects.broadcast:
             self.fanout(handle, frame, skip=member_id)
-        if effects.publish_update is not None:
-            handle.pending.append(effects.publish_update)
-            self._kick_flush(handle)
+        if effects.publish_update is not None and handle.core is not None:
+            self.outbox.update(handle.block.id, handle.core.session, effects.publish_update)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
-            data = b"A" + self.id.encode() + b"\x00" + effects.publish_awareness
-            self._spawn(self._publish_quietly(channel, data))
-
-    async def _publish_quietly(self, channel: str, data: bytes) -> None:
-        try:
-            await self.redis.publish(channel, data)
-        except RedisError as exc:
-            log.debug("awareness publish failed: %s", exc)
+            self.outbox.awareness(channel, self._awareness_tag + effects.publish_awareness)
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
@@ -380,8 +386,7 @@ class Hub:
         return handle
 
     async def _drop_room(self, block_id: str, handle: RoomHandle) -> None:
-        if handle.pending or handle.flushing:
-            return  # the flusher drops it when done
+        # Updates still queued in the outbox go out without the handle.
         self.rooms.pop(block_id, None)
         self.metrics.rooms.set(len(self.rooms))
         await self.relay.unsubscribe(self.keys.room(block_id).channel)
@@ -398,39 +403,29 @@ class Hub:
             self.send(ws, frame)
             self._spawn(self._close(ws, CloseCode.ROOM_CLOSED, "room closed: " + reason))
 
-    # --- publishing ---------------------------------------------------------------------
-    async def _flush(self, handle: RoomHandle) -> None:
-        """Publish the room's pending updates, one batch in flight at a time."""
-        block_id = handle.block.id
-        try:
-            while handle.pending and handle.core is not None and not handle.closed:
-                batch = handle.pending[:MAX_BATCH]
-                del handle.pending[:MAX_BATCH]
-                update = batch[0] if len(batch) == 1 else merge_updates(*batch)
-                core = handle.core
-                try:
-                    seq, doc_bytes, since_snapshot = await self.store.publish(
-                        block_id, core.session, self.id, update
-                    )
-                except RedisError as exc:
-                    seq = -2
-                    log.warning("publish to room %s failed: %s", block_id, exc)
-                if seq == -2:
-                    # Kept, and published again once Redis is back (housekeeping resyncs).
-                    handle.pending[:0] = batch
-                    handle.needs_resync = True
-                    return
-                self.metrics.publishes.inc()
-                if seq < 0:
-                    return  # the session is over; the close message is on its way
-                core.doc_bytes = doc_bytes
-                if since_snapshot > self.settings.log_compact_entries and not handle.compacting:
-                    handle.compacting = True
-                    self._spawn(self._compact(handle))
-        finally:
-            handle.flushing = False
-            if not handle.sockets and self.rooms.get(block_id) is handle and not handle.pending:
-                await self._drop_room(block_id, handle)
+    # --- publishing (the outbox reports back) ---------------------------------------------
+    def on_published(
+        self, block_id: str, session: str, seq: int, doc_bytes: int, since: int
+    ) -> None:
+        self.metrics.publishes.inc()
+        handle = self.rooms.get(block_id)
+        core = handle.core if handle is not None else None
+        if handle is None or core is None or core.session != session:
+            return
+        core.doc_bytes = doc_bytes
+        if since > self.settings.log_compact_entries and not handle.compacting:
+            handle.compacting = True
+            self._spawn(self._compact(handle))
+
+    def on_publish_lost(self, block_id: str, session: str, closed: bool) -> None:
+        handle = self.rooms.get(block_id)
+        if handle is None or handle.core is None or handle.core.session != session:
+            if not closed:
+                log.warning("updates for room %s could not be published (room gone)", block_id)
+                self.outbox.forget(block_id)
+            return
+        if not closed:
+            handle.needs_resync = True  # housekeeping resyncs, then releases the outbox
 
     async def _compact(self, handle: RoomHandle) -> None:
         core = handle.core
@@ -619,10 +614,8 @@ class Hub:
             if news != EMPTY_UPDATE:
                 self.fanout(handle, protocol.sync_update(news))
             if missing != EMPTY_UPDATE:
-                handle.pending.append(missing)
-                self._kick_flush(handle)
-        if handle.pending:
-            self._kick_flush(handle)
+                self.outbox.update(block_id, core.session, missing)
+        self.outbox.release(block_id)
         await self.catch_up(handle)
         if mentor_away:
             deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
@@ -659,12 +652,7 @@ class Hub:
     async def drain(self) -> None:
         """SIGTERM: publish what is pending, then close every socket with 1012."""
         self.shutting_down = True
-        for handle in list(self.rooms.values()):
-            if handle.pending:
-                self._kick_flush(handle)
-        flushes = [h.flush_task for h in self.rooms.values() if h.flush_task is not None]
-        if flushes:
-            await asyncio.wait(flushes, timeout=2.0)
+        await self.outbox.drained(2.0)
         closing = [
             self._close(ws, CloseCode.SERVICE_RESTART, "gateway restarting")
             for handle in list(self.rooms.values())
@@ -678,6 +666,16 @@ class _NoSocket:
 
 
 _NO_SOCKET = _NoSocket()
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented binary websocket frame (RFC 6455 5.2) carrying payload."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x82, n)) + payload
+    if n < 65536:
+        return b"\x82\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x82\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _presence_frame(counts: Presence) -> bytes:

@@ -323,6 +323,11 @@ class RoomStore:
         self._resync = redis.register_script(RESYNC)
         self._zrem_if = redis.register_script(ZREM_IF)
 
+    @property
+    def publish_sha(self) -> str:
+        """SHA1 of the PUBLISH script (the outbox pipelines it with EVALSHA)."""
+        return str(self._publish.sha)
+
     def _k(self, block_id: str) -> list[str]:
         return self.keys.room(block_id).as_list()
 
