@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block, seed_blocks, wait_until
+from tests.infra import (
+    ROOT,
+    EmbeddedMongo,
+    Fleet,
+    RedisServer,
+    make_block,
+    seed_blocks,
+    wait_until,
+)
 from tests.web.browser import PHONE, People, Person, launch_browser, ms, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
@@ -484,3 +492,42 @@ def test_reconnect_rotates_gateways_and_sends_the_resume_token(
     assert "token=" in attempts[1]
     client = [a.split("client=")[1].split("&")[0] for a in attempts]
     assert client[0] == client[1]
+
+
+# --- accessibility ---------------------------------------------------------------------------
+
+AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _axe(person: Person) -> list[str]:
+    # evaluate() rather than a <script> tag: the page's CSP (rightly) refuses inline scripts.
+    person.page.evaluate("(source) => { (0, eval)(source); }", AXE.read_text())
+    result = person.page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".filter((v) => v.impact === 'serious' || v.impact === 'critical')"
+        ".map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`)"
+    )
+    return list(result)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_pages_have_no_serious_accessibility_violations(
+    people: People, new_block: Callable[..., dict[str, Any]], scheme: str
+) -> None:
+    if not AXE.is_file():
+        pytest.skip("axe-core is not installed (make web)")
+    room = f"/blocks/{new_block()['id']}"
+    lobby = people.open("/")
+    mentor = people.open(room)
+    student = people.open(room)
+    for person in (lobby, mentor, student):
+        person.page.emulate_media(color_scheme=scheme)
+    expect(lobby.page.locator("#blocks li").first).to_be_visible()
+    joined(mentor, "mentor")
+    joined(student, "student")
+    type_at_end(student, "// hello")
+    wait_text(mentor, lambda t: "// hello" in t)
+    found = {
+        name: _axe(p) for name, p in (("lobby", lobby), ("mentor", mentor), ("student", student))
+    }
+    assert not any(found.values()), found

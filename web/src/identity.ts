@@ -58,23 +58,31 @@ export function defaultName(id: string): string {
   return `Guest ${parseInt(id.slice(0, 4), 16) % 1000}`;
 }
 
-/** A caret colour from the client id: any hue, dark enough for white label text. */
+/** A caret colour from the client id: any hue, dark enough for the white name label
+ * (contrast at least 4.5:1, WCAG AA for small text). */
 export function colorFor(id: string): string {
   let h = 2166136261;
   for (const ch of id) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
   const hue = h % 360;
-  // Yellows and greens look light at the same lightness: darken them for the label.
-  return hslToHex(hue, 0.7, hue >= 45 && hue <= 200 ? 0.33 : 0.45);
+  let light = 0.46;
+  while (luminance(hslToRgb(hue, 0.7, light)) > 0.18 && light > 0.1) light -= 0.02;
+  return `#${hslToRgb(hue, 0.7, light)
+    .map((v) => v.toString(16).padStart(2, "0"))
+    .join("")}`;
 }
 
-function hslToHex(hue: number, sat: number, light: number): string {
+function hslToRgb(hue: number, sat: number, light: number): number[] {
   const a = sat * Math.min(light, 1 - light);
-  const channel = (n: number) => {
+  return [0, 8, 4].map((n) => {
     const k = (n + hue / 30) % 12;
-    const v = light - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
-    return Math.round(v * 255)
-      .toString(16)
-      .padStart(2, "0");
-  };
-  return `#${channel(0)}${channel(8)}${channel(4)}`;
+    return Math.round((light - a * Math.max(-1, Math.min(k - 3, 9 - k, 1))) * 255);
+  });
+}
+
+function luminance(rgb: number[]): number {
+  const [r, g, b] = rgb.map((v) => {
+    const c = v / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
 }

@@ -119,3 +119,18 @@ test("caret colours are #rrggbb and differ between people", async () => {
   assert.ok(seen.size >= 40, String(seen.size));
   assert.equal(colorFor("same"), colorFor("same"));
 });
+
+test("caret colours keep the white name label readable (>= 4.5:1)", async () => {
+  const { colorFor } = await import("../src/identity");
+  const lum = (hex: string) => {
+    const [r, g, b] = [1, 3, 5].map((i) => {
+      const c = Number.parseInt(hex.slice(i, i + 2), 16) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  for (let i = 0; i < 500; i++) {
+    const c = colorFor(`id-${i}`);
+    assert.ok(1.05 / (lum(c) + 0.05) >= 4.5, c);
+  }
+});
