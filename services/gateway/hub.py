@@ -48,7 +48,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RoomHandle:
     block: Block
     core: RoomCore | None = None  # None until loaded from Redis
@@ -56,7 +56,6 @@ class RoomHandle:
     early: list[bytes] = field(default_factory=list)  # channel messages before the load
     compacting: bool = False
     catching_up: bool = False
-    solved_scheduled: bool = False
     closed: bool = False
     needs_resync: bool = False  # Redis lost something of ours: re-register and republish
     presence: Presence | None = None  # the newest counts seen on the channel
@@ -93,6 +92,8 @@ class Hub:
         self._per_ip: dict[str, int] = {}
         self._opening: dict[str, asyncio.Future[RoomHandle]] = {}
         self._slow: set[ServerConnection] = set()
+        self._solved_dirty: set[RoomHandle] = set()
+        self._solved_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
         self.outbox = Outbox(redis, self.store, self.id, self.on_published, self.on_publish_lost)
@@ -519,19 +520,24 @@ class Hub:
 
     # --- solved ---------------------------------------------------------------------------
     def _schedule_solved(self, handle: RoomHandle) -> None:
-        if not handle.solved_scheduled:
-            handle.solved_scheduled = True
-            self._spawn(self._check_solved(handle))
+        """Check the room's text once this tick's updates are applied (one check per tick)."""
+        self._solved_dirty.add(handle)
+        if not self._solved_pending:
+            self._solved_pending = True
+            asyncio.get_running_loop().call_soon(self._check_solved)
 
-    async def _check_solved(self, handle: RoomHandle) -> None:
-        await asyncio.sleep(0)  # one check per tick, after the tick's updates
-        handle.solved_scheduled = False
-        core = handle.core
-        if core is None or handle.closed:
-            return
-        match = core.solved_check()
-        if match is None:
-            return
+    def _check_solved(self) -> None:
+        self._solved_pending = False
+        dirty, self._solved_dirty = self._solved_dirty, set()
+        for handle in dirty:
+            core = handle.core
+            if core is None or handle.closed:
+                continue
+            match = core.solved_check()
+            if match is not None:
+                self._spawn(self._report_solved(core, match))
+
+    async def _report_solved(self, core: RoomCore, match: bool) -> None:
         try:
             await self.store.mark_solved(core.block_id, core.session, core.applied_seq, match)
         except RedisError as exc:
