@@ -64,6 +64,8 @@ def _say(line: str) -> None:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers bind: connections of a previous run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -286,9 +288,15 @@ class Supervisor:
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
 
+        first_signal: list[float] = []
+
         def on_signal() -> None:
-            if self.stop.is_set():
-                self.hurry = True  # second Ctrl-C: no more waiting
+            # A second Ctrl-C means "no more waiting", but one keypress often arrives
+            # twice (the terminal signals the group, and `uv run` forwards it).
+            now = time.monotonic()
+            if first_signal and now - first_signal[0] > 1.0:
+                self.hurry = True
+            first_signal[:1] = first_signal[:1] or [now]
             self.stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -112,12 +112,18 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
             assert "gw-1   | " in log
 
         assert run.popen is not None
+        # One Ctrl-C under `make run` arrives twice (terminal + uv forwarding it): still
+        # a graceful stop, not the "hurry" of a second, later Ctrl-C.
+        run.popen.send_signal(signal.SIGINT)
         run.popen.send_signal(signal.SIGINT)
         assert run.popen.wait(scaled(60)) == 0
         wait_until(lambda: not any(pid_alive(p) for p in children), 5, message="children gone")
         for port in run.ports:
             assert not port_listening(port), port
-        assert "stopped" in run.log_text().splitlines()[-1]
+        log = run.log_text()
+        assert "stopped" in log.splitlines()[-1]
+        assert "Application shutdown complete" in log  # the api stopped gracefully
+        assert "embedded MongoDB closed" in log
     finally:
         run.kill()
 
