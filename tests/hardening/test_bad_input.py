@@ -182,12 +182,6 @@ async def test_odd_query_strings_join_safely(room: Room, hgw: list[str], name: s
     await room.still_works()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FLAW: hub.handle calls parse_qs(max_num_fields=20) outside any try: more than "
-    "20 query fields raise ValueError after the handshake and the socket closes with 1011 "
-    "(a 'reconnect' code) instead of 4400",
-)
 async def test_too_many_query_params_is_bad_request(room: Room, hgw: list[str]) -> None:
     query = "?" + "&".join(f"p{i}=x" for i in range(30))
     sock = await raw_connect(hgw[0], f"/ws/rooms/{room.block_id}{query}")
