@@ -61,14 +61,56 @@ export function defaultName(id: string): string {
 /** A caret colour from the client id: any hue, dark enough for the white name label
  * (contrast at least 4.5:1, WCAG AA for small text). */
 export function colorFor(id: string): string {
+  return colorForHue(hueFor(id));
+}
+
+export function hueFor(id: string): number {
   let h = 2166136261;
   for (const ch of id) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
-  const hue = h % 360;
+  return h % 360;
+}
+
+export function colorForHue(hue: number): string {
   let light = 0.46;
   while (luminance(hslToRgb(hue, 0.7, light)) > 0.18 && light > 0.1) light -= 0.02;
   return `#${hslToRgb(hue, 0.7, light)
     .map((v) => v.toString(16).padStart(2, "0"))
     .join("")}`;
+}
+
+/** The hue (0–359) of a `#rrggbb` or `rgb(r, g, b)` colour; null for anything else. */
+export function hueOf(color: string): number | null {
+  const hex = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(color);
+  const rgb = /^rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)/i.exec(color);
+  const parts = hex
+    ? hex.slice(1).map((x) => Number.parseInt(x, 16))
+    : rgb
+      ? rgb.slice(1).map(Number)
+      : null;
+  if (!parts) return null;
+  const [r, g, b] = parts.map((v) => v / 255);
+  const max = Math.max(r, g, b);
+  const d = max - Math.min(r, g, b);
+  if (d === 0) return 0;
+  const h = max === r ? ((g - b) / d) % 6 : max === g ? (b - r) / d + 2 : (r - g) / d + 4;
+  return Math.round((h * 60 + 360) % 360);
+}
+
+export function hueDistance(a: number, b: number): number {
+  const d = Math.abs(a - b) % 360;
+  return Math.min(d, 360 - d);
+}
+
+/** The hue farthest from all of `taken` (on a 10° grid; `current` if nothing is taken). */
+export function freestHue(taken: number[], current: number): number {
+  if (taken.length === 0) return current;
+  let best = current;
+  let bestGap = Math.min(...taken.map((t) => hueDistance(t, current)));
+  for (let hue = 0; hue < 360; hue += 10) {
+    const gap = Math.min(...taken.map((t) => hueDistance(t, hue)));
+    if (gap > bestGap) [best, bestGap] = [hue, gap];
+  }
+  return best;
 }
 
 function hslToRgb(hue: number, sat: number, light: number): number[] {

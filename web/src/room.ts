@@ -90,7 +90,8 @@ class RoomPage {
   );
   private readonly dialog = h("dialog", { class: "solved", id: "solved", "aria-labelledby": "solved-title", "aria-describedby": "solved-text" });
   private name: string;
-  private readonly color: string;
+  private color: string;
+  private hue: number;
   private userVersion = 0;
 
   constructor(
@@ -98,7 +99,8 @@ class RoomPage {
     private readonly bases: string[],
   ) {
     this.name = identity.storedName() ?? identity.defaultName(this.clientId);
-    this.color = identity.colorFor(this.clientId);
+    this.hue = identity.hueFor(this.clientId);
+    this.color = identity.colorForHue(this.hue);
   }
 
   start(): void {
@@ -247,8 +249,34 @@ class RoomPage {
     } else {
       this.editor = new CodeEditor(opts);
     }
-    this.provider.awareness.on("change", () => this.renderPeople());
+    this.provider.awareness.on("change", () => {
+      this.renderPeople();
+      this.avoidColourClash();
+    });
     this.renderPeople();
+  }
+
+  // Colours come from a hash of the client id, so two people may get close hues. The
+  // one with the higher Yjs client id moves to the hue farthest from everyone else's
+  // (the lower one keeps its colour, so the two never move at once).
+  private avoidColourClash(): void {
+    const self = this.provider.doc.clientID;
+    const taken: number[] = [];
+    let clash = false;
+    for (const [clientId, state] of this.provider.awareness.getStates()) {
+      const color = (state as { user?: { color?: unknown } }).user?.color;
+      if (clientId === self || typeof color !== "string") continue;
+      const hue = identity.hueOf(color);
+      if (hue === null) continue;
+      taken.push(hue);
+      if (clientId < self && identity.hueDistance(hue, this.hue) < 40) clash = true;
+    }
+    if (!clash) return;
+    const hue = identity.freestHue(taken, this.hue);
+    if (hue === this.hue) return;
+    this.hue = hue;
+    this.color = identity.colorForHue(hue);
+    this.setUser();
   }
 
   private renderPeople(): void {

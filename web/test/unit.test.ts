@@ -134,3 +134,20 @@ test("caret colours keep the white name label readable (>= 4.5:1)", async () => 
     assert.ok(1.05 / (lum(c) + 0.05) >= 4.5, c);
   }
 });
+
+test("hues: parsing, distance, and the freest hue", async () => {
+  const { hueOf, hueDistance, freestHue, colorForHue } = await import("../src/identity");
+  assert.equal(hueOf("#ff0000"), 0);
+  assert.equal(hueOf("#00ff00"), 120);
+  assert.equal(hueOf("rgb(0, 0, 255)"), 240);
+  assert.equal(hueOf("hsl(3, 4%, 5%)"), null);
+  for (const hue of [0, 45, 130, 200, 300]) {
+    const back = hueOf(colorForHue(hue));
+    assert.ok(back !== null && hueDistance(back, hue) <= 3, `${hue} -> ${back}`);
+  }
+  assert.equal(hueDistance(350, 10), 20);
+  assert.equal(freestHue([], 42), 42);
+  assert.equal(freestHue([0], 5), 180);
+  const h = freestHue([0, 120, 240], 10);
+  assert.ok([60, 180, 300].includes(h), String(h));
+});
