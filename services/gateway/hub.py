@@ -48,6 +48,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class RoomGone(Exception):
+    """The session a socket joined closed before the socket got into the room."""
+
+
 @dataclass(slots=True, eq=False)
 class RoomHandle:
     block: Block
@@ -163,7 +167,11 @@ class Hub:
         assert ws.request is not None
         path, _, query = ws.request.path.partition("?")
         block_id = path[len(ROOM_PATH) :]
-        params = parse_qs(query, keep_blank_values=True, max_num_fields=20)
+        try:
+            params = parse_qs(query, keep_blank_values=True, max_num_fields=20)
+        except ValueError:
+            await self._close(ws, CloseCode.BAD_REQUEST, "too many query parameters")
+            return
         ip = self.client_address(ws)
         limit = self.settings.max_connections_per_ip
         if limit and self._per_ip.get(ip, 0) >= limit:
@@ -230,7 +238,13 @@ class Hub:
         try:
             await self._register(block_id)
             handle = await self._room(block_id, block, joined.session)
-        except (RedisError, LookupError) as exc:
+        except RoomGone:
+            # The room closed between this socket's join and its arrival here.
+            await self._forget_member(block_id, member_id)
+            self.send(ws, protocol.room_closed("mentor-left"))
+            await self._close(ws, CloseCode.ROOM_CLOSED, "room closed: mentor-left")
+            return
+        except RedisError as exc:
             log.warning("opening room %s failed: %s", block_id, exc)
             await self._forget_member(block_id, member_id)
             await self._close(ws, CloseCode.TRY_AGAIN_LATER, "room unavailable")
@@ -243,6 +257,11 @@ class Hub:
             expiry = int(time.time()) + self.settings.resume_token_ttl_seconds
             resume = tokens.issue(self.secret, block_id, joined.session, client_id, expiry)
         handle.sockets[member_id] = ws
+        if handle.closed:  # the room closed while this socket was joining
+            self.send(ws, protocol.room_closed("mentor-left"))
+            await self._close(ws, CloseCode.ROOM_CLOSED, "room closed: mentor-left")
+            await self._leave(block_id, handle, member_id)
+            return
         try:
             self.send(
                 ws,
@@ -274,8 +293,8 @@ class Hub:
         try:
             async for frame in ws:
                 self.metrics.messages_in.inc()
-                if handle.closed or core is not handle.core:
-                    return
+                if handle.closed:
+                    return  # room-closed and 4410 are on their way (_close_local)
                 if isinstance(frame, str):
                     await self._close(ws, CloseCode.BAD_REQUEST, "text frames are not allowed")
                     return
@@ -331,32 +350,43 @@ class Hub:
 
     # --- rooms --------------------------------------------------------------------------
     async def _room(self, block_id: str, block: Block, session: str) -> RoomHandle:
-        """The loaded room for this session, loading it (once) if needed."""
+        """The loaded room for the session this socket joined, loading it (once) if needed.
+
+        Raises RoomGone when that session closed before the socket got in."""
         while True:
             handle = self.rooms.get(block_id)
-            if handle is not None and not handle.closed:
-                await handle.loaded.wait()
-                if handle.core is not None and handle.core.session == session:
-                    return handle
-                if handle.core is not None:
-                    # The room we hold belongs to an older session: it has closed.
-                    self._close_local(block_id, handle, "mentor-left")
+            if handle is None or handle.closed:
+                pending = self._opening.get(block_id)
+                if pending is not None:
+                    await asyncio.shield(pending)
                     continue
-            pending = self._opening.get(block_id)
-            if pending is not None:
-                await asyncio.shield(pending)
-                continue
-            future: asyncio.Future[RoomHandle] = asyncio.get_running_loop().create_future()
-            self._opening[block_id] = future
-            try:
-                handle = await self._load_room(block_id, block)
-                future.set_result(handle)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved
-                raise
-            finally:
-                del self._opening[block_id]
+                handle = await self._open(block_id, block)
+            else:
+                await handle.loaded.wait()
+                if handle.closed or handle.core is None:
+                    continue  # closed (or failed) while we waited: look again
+            assert handle.core is not None
+            if handle.core.session == session:
+                return handle
+            current = await self.redis.hget(self.keys.room(block_id).state, "session")
+            if current is None or _text(current) != session:
+                raise RoomGone(block_id)
+            # The room held here belongs to an older session, which has closed.
+            self._close_local(block_id, handle, "mentor-left")
+
+    async def _open(self, block_id: str, block: Block) -> RoomHandle:
+        future: asyncio.Future[RoomHandle] = asyncio.get_running_loop().create_future()
+        self._opening[block_id] = future
+        try:
+            handle = await self._load_room(block_id, block)
+            future.set_result(handle)
+            return handle
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._opening[block_id]
 
     async def _load_room(self, block_id: str, block: Block) -> RoomHandle:
         handle = RoomHandle(block=block)
@@ -367,7 +397,7 @@ class Hub:
             await self.relay.subscribe(channel)
             loaded = await self.store.load(block_id)
             if isinstance(loaded, str):
-                raise LookupError("room closed while opening")
+                raise RoomGone(block_id)
         except BaseException:
             self.rooms.pop(block_id, None)
             await self.relay.unsubscribe(channel)
@@ -672,6 +702,10 @@ class _NoSocket:
 
 
 _NO_SOCKET = _NoSocket()
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def ws_frame(payload: bytes) -> bytes:
