@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         2000, ge=100, le=60000, description="Server selection/connect/socket timeout."
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    redis_timeout_ms: int = Field(
+        2000, ge=100, le=60000, description="Connect/socket timeout of Redis calls."
+    )
     redis_prefix: str = Field(
         "coderoom", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
     )
@@ -77,9 +80,14 @@ class Settings(BaseSettings):
     resume_token_ttl_seconds: int = Field(
         43200, ge=10, description="Lifetime of a mentor resume token."
     )
-    heartbeat_interval_seconds: float = Field(1.0, gt=0, le=30)
+    heartbeat_interval_seconds: float = Field(
+        1.0, gt=0, le=30, description="How often a gateway heartbeats and does housekeeping."
+    )
     gateway_dead_after_seconds: float = Field(
-        4.0, gt=0, le=300, description="Heartbeat age after which a gateway is reaped."
+        4.0,
+        gt=0,
+        le=300,
+        description="Heartbeat age after which a gateway is reaped (its members removed).",
     )
     block_cache_seconds: float = Field(30.0, ge=0, description="How long a block is cached.")
     max_frame_bytes: int = Field(262144, ge=1024, description="Largest websocket frame.")

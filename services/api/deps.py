@@ -17,7 +17,10 @@ from shared.db import MongoGate, op_timeout
 from shared.keys import Keys
 from shared.settings import Settings
 
-REDIS_TIMEOUT = 2.0  # seconds; a lobby read is one round trip
+
+def redis_timeout(settings: Settings) -> float:
+    """Seconds a Redis call may take (REDIS_TIMEOUT_MS; a lobby read is one round trip)."""
+    return settings.redis_timeout_ms / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ class Deps:
             yield
 
     async def redis_ping(self) -> None:
-        async with asyncio.timeout(REDIS_TIMEOUT):
+        async with asyncio.timeout(redis_timeout(self.settings)):
             await self.redis.ping()
 
 
@@ -45,8 +48,8 @@ def make_redis(settings: Settings) -> Redis:
     return Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=redis_timeout(settings),
+        socket_timeout=redis_timeout(settings),
         retry=Retry(NoBackoff(), 1),
         client_name="coderoom-api",
     )

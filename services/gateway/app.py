@@ -56,8 +56,8 @@ class Gateway:
             url,
             max_connections=REDIS_POOL_SIZE,
             timeout=5,
-            socket_timeout=5,
-            socket_connect_timeout=2,
+            socket_timeout=settings.redis_timeout_ms / 1000,
+            socket_connect_timeout=settings.redis_timeout_ms / 1000,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             health_check_interval=10,
         )
@@ -65,7 +65,9 @@ class Gateway:
         # The pub/sub connection must not reconnect behind our back (it would hide the
         # messages lost meanwhile): no retries, the relay reconnects and resyncs itself.
         self.pubsub_redis = Redis.from_url(
-            url, socket_connect_timeout=2, retry=Retry(ExponentialBackoff(), 0)
+            url,
+            socket_connect_timeout=settings.redis_timeout_ms / 1000,
+            retry=Retry(ExponentialBackoff(), 0),
         )
         self.mongo = mongo_client(settings, appname="coderoom-gateway")
         self.gate = MongoGate(self.mongo, settings)

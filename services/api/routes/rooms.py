@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.api.deps import REDIS_TIMEOUT, deps
+from services.api.deps import deps, redis_timeout
 
 _FIELDS = ("session", "n_mentor", "n_student", "n_watcher")
 
@@ -24,7 +24,7 @@ def _count(value: Any) -> int:
 async def list_rooms(request: Request) -> Response:
     """Open rooms: {"rooms": [{blockId, mentor, students, watchers}]}, by block id."""
     d = deps(request)
-    async with asyncio.timeout(REDIS_TIMEOUT):
+    async with asyncio.timeout(redis_timeout(d.settings)):
         block_ids = sorted(str(b) for b in await d.redis.smembers(d.keys.rooms))
         rows: list[Any] = []
         if block_ids:
