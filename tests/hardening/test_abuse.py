@@ -45,7 +45,7 @@ async def close_all(*clients: RoomClient) -> None:
 
 
 def forbidden_update(text: str, client_id: int = 4242) -> bytes:
-    doc = Doc(client_id=client_id)
+    doc: Doc[Text] = Doc(client_id=client_id)
     doc.get("code", type=Text).insert(0, text)
     return doc.get_update()
 

@@ -39,7 +39,7 @@ BOMB_STATE_VECTOR = encode_var_uint(1 << 28) + b"\x01\x01\x01"  # 8 bytes, 2^28 
 
 def big_update(chars: int, client_id: int) -> bytes:
     """A valid standalone Yjs update inserting `chars` characters into ``code``."""
-    doc = Doc(client_id=client_id)
+    doc: Doc[Text] = Doc(client_id=client_id)
     doc.get("code", type=Text).insert(0, "x" * chars)
     return doc.get_update()
 

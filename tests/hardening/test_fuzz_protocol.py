@@ -23,7 +23,7 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 
 
 def _real_update(text: str = "hello world", client_id: int = 77) -> bytes:
-    doc = Doc(client_id=client_id)
+    doc: Doc[Text] = Doc(client_id=client_id)
     doc.get("code", type=Text).insert(0, text)
     return doc.get_update()
 
@@ -150,6 +150,6 @@ def test_mutated_real_updates_are_applied_whole_or_refused(sub: SyncType, data: 
     effects = room.receive("s", make(data), 1.0)
     if effects.close is None and effects.publish_update is not None:
         # accepted: it must be exactly what the room now holds, and re-encodable
-        probe = Doc()
+        probe: Doc[Text] = Doc()
         probe.apply_update(room.doc.get_update())
         assert str(probe.get("code", type=Text)) == str(room.text)

@@ -112,29 +112,6 @@ async def test_storm_of_malformed_frames(hfleet: Fleet, hblocks: Blocks) -> None
     await asyncio.gather(mentor.close(), a.close(), b.close(), *(m.close() for m in other_mentors))
 
 
-async def test_joins_racing_a_closing_room_get_named_codes(hfleet: Fleet, hblocks: Blocks) -> None:
-    gateway = hfleet.gateways[0]
-    block = hblocks.new()  # no live mentor: the first attacker is mentor, its room closes
-    codes: collections.Counter[int] = collections.Counter()
-    until = time.monotonic() + 4 * GRACE  # the room closes and reopens a few times
-    count = iter(range(10**6))
-
-    async def worker() -> None:
-        while time.monotonic() < until:
-            n = next(count)
-            sock = await raw_connect(gateway.ws_url, f"/ws/rooms/{block.id}")
-            sock.send_nowait(b"".join(BAD[(n + i) % len(BAD)] for i in range(6)))
-            code = await sock.until_closed(10)
-            events = b"".join(sock.received)
-            if code == CloseCode.ROOM_CLOSED and b"room-closed" not in events:
-                code = -code  # a terminal code without the event is a failure too
-            codes[code] += 1
-
-    await asyncio.gather(*(worker() for _ in range(16)))
-    print(f"joins racing a closing room: close codes {dict(codes)}")
-    assert set(codes) <= {CloseCode.BAD_REQUEST, CloseCode.ROOM_CLOSED, 1013}, codes
-
-
 async def test_connect_disconnect_churn_leaves_exact_counts(hfleet: Fleet, hblocks: Blocks) -> None:
     gateway = hfleet.gateways[0]
     url = gateway.ws_url + "/ws/rooms"
@@ -204,7 +181,7 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
     typists = [await RoomClient(url, block.id).connect() for _ in range(10)]
     slow = await raw_connect(gateway.ws_url, f"/ws/rooms/{block.id}?role=watcher", rcvbuf=4096)
     await slow.read_until("welcome")
-    slow.writer.transport.pause_reading()  # from now on it never reads: the kernel fills up
+    slow.reader_transport.pause_reading()  # from now on it never reads: the kernel fills up
     closes_before = closes(gateway.url, CloseCode.SLOW_CONSUMER)
     rss_before = rss_mib(gateway.pid)
     # Everyone else types a lot: 8 KB pastes and 3.5 KB awareness states, within the rate.
@@ -220,7 +197,7 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
             await t.send_raw(protocol.awareness_message(update))
         await asyncio.sleep(0.1)  # 2 frames per typist per tick: 20/s, the rate limit
     took = time.monotonic() - started
-    slow.writer.transport.resume_reading()
+    slow.reader_transport.resume_reading()
     code = await slow.until_closed(10)  # reads what was buffered, then the close or EOF
     print(
         f"slow consumer closed after {took:.1f}s ({rounds} rounds, about "
@@ -238,3 +215,30 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
     assert gateway.get("/healthz").status_code == 200
     assert rss_mib(gateway.pid) - rss_before < RSS_GROWTH_MIB
     await asyncio.gather(*(c.close() for c in everyone))
+
+
+# Last in the module: if it fails, it may leave hung sockets on the gateway.
+async def test_joins_racing_a_closing_room_get_named_codes(hfleet: Fleet, hblocks: Blocks) -> None:
+    gateway = hfleet.gateways[0]
+    block = hblocks.new()  # no live mentor: the first attacker is mentor, its room closes
+    codes: collections.Counter[int] = collections.Counter()
+    until = time.monotonic() + 4 * GRACE  # the room closes and reopens a few times
+    count = iter(range(10**6))
+
+    async def worker() -> None:
+        while time.monotonic() < until:
+            n = next(count)
+            sock = await raw_connect(gateway.ws_url, f"/ws/rooms/{block.id}")
+            sock.send_nowait(b"".join(BAD[(n + i) % len(BAD)] for i in range(6)))
+            code = await sock.until_closed(5)  # NO_ANSWER (-1) if the server hangs
+            events = b"".join(sock.received)
+            if code == CloseCode.ROOM_CLOSED and b"room-closed" not in events:
+                code = -code  # a terminal code without the event is a failure too
+            codes[code] += 1
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    live = metrics(gateway.url)["coderoom_gateway_connections"]
+    print(f"joins racing a closing room: close codes {dict(codes)}; sockets left open {live:.0f}")
+    assert set(codes) <= {CloseCode.BAD_REQUEST, CloseCode.ROOM_CLOSED, 1013}, codes
+    # No handler may hang: every socket of the race is gone from the gateway.
+    await wait_for(lambda: metrics(gateway.url)["coderoom_gateway_connections"] == 0, 5)

@@ -23,6 +23,7 @@ from shared.yvalidate import read_var_uint
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
 NO_CLOSE = 1006  # the connection ended without a close frame
+NO_ANSWER = -1  # nothing (no close, no EOF) within the timeout: the server hangs
 
 
 def rss_mib(pid: int) -> float:
@@ -87,6 +88,12 @@ class RawSocket:
             self.writer.write(frame(payload))
         await self.writer.drain()
 
+    @property
+    def reader_transport(self) -> asyncio.Transport:
+        transport = self.writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        return transport
+
     def send_nowait(self, data: bytes) -> None:
         self.writer.write(data)
 
@@ -121,6 +128,9 @@ class RawSocket:
         except (asyncio.IncompleteReadError, ConnectionError):
             self.close_code = NO_CLOSE
             return NO_CLOSE
+        except TimeoutError:
+            self.close_code = NO_ANSWER
+            return NO_ANSWER
         finally:
             self.abort()
 
