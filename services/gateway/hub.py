@@ -414,6 +414,8 @@ class Hub:
             self.on_channel_message(block_id, data)
         handle.loaded.set()
         self._schedule_solved(handle)
+        # Awareness is not logged: ask the other gateways for their members' states.
+        self.outbox.awareness(channel, b"Q" + self.id.encode())
         return handle
 
     async def _drop_room(self, block_id: str, handle: RoomHandle) -> None:
@@ -507,6 +509,13 @@ class Hub:
                 frame = core.apply_remote_awareness(update)
                 if frame is not None:
                     self.fanout(handle, frame)
+        elif kind == b"Q":
+            # Another gateway started serving the room: tell it who is here.
+            if data[1:] != self.id.encode():
+                mine = core.local_awareness()
+                if mine is not None:
+                    channel = self.keys.room(block_id).channel
+                    self.outbox.awareness(channel, self._awareness_tag + mine)
         elif kind == b"P":
             version, mentor, students, watchers = data[1:].split(b"\x00")
             counts = Presence(int(version), mentor == b"1", int(students), int(watchers))

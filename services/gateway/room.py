@@ -197,6 +197,17 @@ class RoomCore:
         effects.publish_awareness = update
         return effects
 
+    def local_awareness(self) -> bytes | None:
+        """The awareness update of this gateway's own members (to answer another gateway
+        that just started serving the room), or None."""
+        mine = [
+            (c, *self.awareness[c])
+            for m in self.members.values()
+            for c in m.awareness_ids
+            if c in self.awareness
+        ]
+        return encode_awareness_update(mine) if mine else None
+
     def awareness_snapshot(self) -> bytes | None:
         states = [(c, clock, s) for c, (clock, s) in self.awareness.items() if s != "null"]
         if not states:

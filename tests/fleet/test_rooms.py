@@ -184,6 +184,20 @@ async def test_awareness_is_relayed_and_removed_on_close(blocks: Blocks, gw: lis
     await close_all(mentor, s2, late)
 
 
+async def test_late_joiner_on_a_new_gateway_sees_who_is_there(
+    blocks: Blocks, gw: list[str]
+) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)
+    s1 = await join(gw[0], block.id)
+    await s1.set_awareness('{"user":{"name":"first"}}')
+    await wait_for(lambda: s1.doc.client_id in mentor.awareness, 5)
+    late = await join(gw[1], block.id)  # the first socket of this room on gateway 2
+    # Awareness is not logged: gateway 2 asks the others when it opens the room.
+    await wait_for(lambda: s1.doc.client_id in late.awareness, 3)
+    await close_all(mentor, s1, late)
+
+
 # 5. Solved -----------------------------------------------------------------------------
 
 

@@ -613,7 +613,9 @@ def test_remove_member_after_it_said_null(room: RoomCore) -> None:
     room.receive("s1", _awareness_frame([(10, 4, "null")]), 0)
     effects = room.remove_member("s1")
     assert effects.publish_awareness is not None
-    assert parse_awareness_update(effects.publish_awareness) == [(10, 5, "null")]  # one past the last clock seen
+    assert parse_awareness_update(effects.publish_awareness) == [
+        (10, 5, "null")
+    ]  # one past the last clock seen
 
 
 def test_awareness_id_moves_to_the_newest_sender(room: RoomCore) -> None:
@@ -882,3 +884,13 @@ def test_solved_rule(room_factory: RoomFactory, text: str, solved: bool) -> None
     room = room_factory(solution="if x:\n    y()\n")
     room.load(template_update(text), [], 0)
     assert room.solved_check() is (True if solved else None)
+
+
+def test_local_awareness_lists_only_this_gateways_members(room: RoomCore) -> None:
+    assert room.local_awareness() is None
+    _join(room, "s1", "student")
+    room.receive("s1", _awareness_frame([(10, 3, '{"me":1}')]), 0)
+    room.apply_remote_awareness(encode_awareness_update([(20, 1, '{"other":1}')]))
+    mine = room.local_awareness()
+    assert mine is not None
+    assert parse_awareness_update(mine) == [(10, 3, '{"me":1}')]
