@@ -1,0 +1,183 @@
+"""The room's Lua scripts against a real redis-server, and against the embedded stand-in
+(fakeredis over TCP, what ``make run`` uses when no redis-server is installed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pycrdt import Doc, Text
+from redis.asyncio import Redis
+
+from services.gateway.room import template_update
+from services.gateway.scripts import Closed, Loaded, RoomStore
+from shared.keys import Keys
+from tests.infra import RedisServer, free_port, port_listening, unique_name, wait_until
+
+
+@pytest.fixture(scope="module")
+def fake_redis_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "redis", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: port_listening(port), 15, message="fakeredis listening")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(params=["redis-server", "fakeredis"])
+async def store(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[RoomStore]:
+    url = (
+        redis_server.url
+        if request.param == "redis-server"
+        else request.getfixturevalue("fake_redis_url")
+    )
+    client = Redis.from_url(url)
+    yield RoomStore(client, Keys(unique_name("s")))
+    await client.aclose()
+
+
+def edit(base: bytes, text: str) -> bytes:
+    doc: Doc[Text] = Doc()
+    doc.apply_update(base)
+    before = doc.get_state()
+    doc.get("code", type=Text).insert(0, text)
+    return doc.get_update(before)
+
+
+async def join(store: RoomStore, member: str, client: str, **kw: object) -> object:
+    args: dict[object, object] = {
+        "watcher": False,
+        "claimed_session": "",
+        "now_ms": 1000,
+        "cap": 3,
+        "new_session": "s" * 24,
+        "template": template_update("tpl"),
+    }
+    args.update(kw)
+    return await store.join("b", member, client_id=client, **args)  # type: ignore[arg-type]
+
+
+async def test_join_elects_one_mentor_and_counts(store: RoomStore) -> None:
+    first = await join(store, "g/1", "c1")
+    second = await join(store, "g/2", "c2", new_session="t" * 24)
+    watcher = await join(store, "g/3", "c3", watcher=True)
+    assert [j.role for j in (first, second, watcher)] == ["mentor", "student", "watcher"]  # type: ignore[attr-defined]
+    assert second.session == first.session  # type: ignore[attr-defined]
+    assert watcher.presence.students == 1 and watcher.presence.watchers == 1  # type: ignore[attr-defined]
+    assert watcher.presence.version > first.presence.version  # type: ignore[attr-defined]
+
+
+async def test_room_cap_never_refuses_the_mentor(store: RoomStore) -> None:
+    await join(store, "g/1", "m")
+    for i in range(3):
+        assert (await join(store, f"g/s{i}", f"s{i}")).role == "student"  # type: ignore[attr-defined]
+    assert (await join(store, "g/x", "x")).role == "full"  # type: ignore[attr-defined]
+    session = (await store.load("b")).session  # type: ignore[union-attr]
+    back = await join(store, "g/m2", "m", claimed_session=session)
+    assert back.role == "mentor"  # type: ignore[attr-defined]
+
+
+async def test_publish_load_compact(store: RoomStore) -> None:
+    j = await join(store, "g/1", "c1")
+    session = j.session  # type: ignore[attr-defined]
+    tpl = template_update("tpl")
+    updates = [edit(tpl, f"<{i}>") for i in range(5)]
+    for i, u in enumerate(updates, start=1):
+        seq, _, since = await store.publish("b", session, "g", u)
+        assert (seq, since) == (i, i)
+    loaded = await store.load("b")
+    assert isinstance(loaded, Loaded)
+    assert loaded.snapshot is not None and [s for s, _ in loaded.entries] == [1, 2, 3, 4, 5]
+    partial = await store.load("b", 3)
+    assert isinstance(partial, Loaded) and partial.snapshot is None
+    assert [s for s, _ in partial.entries] == [4, 5]
+    doc: Doc[Text] = Doc()
+    for u in [tpl, *updates[:3]]:
+        doc.apply_update(u)
+    assert await store.compact("b", session, 3, doc.get_update())
+    assert not await store.compact("b", session, 2, doc.get_update())  # older: refused
+    after = await store.load("b")
+    assert isinstance(after, Loaded) and after.snap_seq == 3
+    assert [s for s, _ in after.entries] == [4, 5]
+    assert await store.publish("b", "other-session", "g", updates[0]) == (-1, 0, 0)
+
+
+async def test_close_waits_for_the_grace_then_leaves_a_tombstone(store: RoomStore) -> None:
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    await join(store, "g/2", "s")
+    assert await store.close(
+        "b", session="", now_ms=2000, grace_ms=500, reason="r", force=False
+    ) == ("stale", 0)
+    removed, away, empty = await store.leave("b", "g/1", 2000)
+    assert (removed, away, empty) == (1, True, False)
+    assert await store.close(
+        "b", session="", now_ms=2100, grace_ms=500, reason="r", force=False
+    ) == ("wait", 2500)
+    closed = await store.close("b", session="", now_ms=2600, grace_ms=500, reason="r", force=False)
+    assert isinstance(closed, Closed) and closed.session == session and closed.mentor == "m"
+    assert await store.load("b") == session  # not open; the tombstone names the session
+    assert await store.publish("b", session, "g", b"\x00\x00") == (-2, 0, 0)
+
+
+async def test_reaping_a_gateway_by_prefix(store: RoomStore) -> None:
+    await join(store, "dead/1", "m")
+    await join(store, "dead/2", "s1")
+    await join(store, "live/1", "s2")
+    removed, away, _ = await store.leave("b", "dead/", 5000, prefix=True)
+    assert (removed, away) == (2, True)
+    loaded = await store.load("b")
+    assert isinstance(loaded, Loaded)
+    assert (loaded.presence.mentor, loaded.presence.students) == (False, 1)
+
+
+async def test_resync_recreates_a_lost_room_but_not_a_closed_one(store: RoomStore) -> None:
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    await store.redis.delete(*store.room_keys("b").as_list()[:4])  # Redis "lost" it
+    status, epoch, away = await store.resync(
+        "b",
+        session=session,
+        now_ms=1,
+        new_epoch="e2",
+        snapshot=template_update("x"),
+        members=[("g/1", "m", "m")],
+    )
+    assert (status, epoch, away) == ("ok", "e2", False)
+    again = await store.resync(
+        "b",
+        session=session,
+        now_ms=1,
+        new_epoch="e3",
+        snapshot=b"\x00\x00",
+        members=[("g/1", "m", "m")],
+    )
+    assert again == ("ok", "e2", False)  # same epoch; member not counted twice
+    loaded = await store.load("b")
+    assert isinstance(loaded, Loaded) and loaded.presence.mentor
+    await store.close("b", session=session, now_ms=1, grace_ms=0, reason="r", force=True)
+    gone = await store.resync(
+        "b", session=session, now_ms=1, new_epoch="e4", snapshot=b"\x00\x00", members=[]
+    )
+    assert gone[0] == "closed"
+
+
+async def test_solved_flag_flips_once_per_match_in_sequence_order(store: RoomStore) -> None:
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    assert await store.mark_solved("b", session, 5, True)
+    assert not await store.mark_solved("b", session, 6, True)  # already solved
+    assert not await store.mark_solved("b", session, 4, False)  # older check: ignored
+    assert not await store.mark_solved("b", session, 7, False)
+    assert await store.mark_solved("b", session, 8, True)
