@@ -62,13 +62,6 @@ class Gateway:
             health_check_interval=10,
         )
         self.redis = Redis(connection_pool=pool)
-        # The pub/sub connection must not reconnect behind our back (it would hide the
-        # messages lost meanwhile): no retries, the relay reconnects and resyncs itself.
-        self.pubsub_redis = Redis.from_url(
-            url,
-            socket_connect_timeout=settings.redis_timeout_ms / 1000,
-            retry=Retry(ExponentialBackoff(), 0),
-        )
         self.mongo = mongo_client(settings, appname="coderoom-gateway")
         self.gate = MongoGate(self.mongo, settings)
         self.hub = Hub(
@@ -78,7 +71,14 @@ class Gateway:
             Archiver(self.gate, settings),
             self.metrics,
         )
-        self.relay = Relay(self.pubsub_redis, self.hub.on_channel_message, self.hub.resync_all)
+        # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so
+        # no message loss is ever hidden by a silent reconnect).
+        self.relay = Relay(
+            url,
+            self.hub.on_channel_message,
+            self.hub.resync_all,
+            connect_timeout=settings.redis_timeout_ms / 1000,
+        )
         self.hub.relay = self.relay
         self.housekeeper = Housekeeper(self.hub)
         origins = settings.allowed_origins
@@ -155,7 +155,6 @@ class Gateway:
         await self.hub.outbox.stop()
         await self.relay.stop()
         await self.redis.aclose()
-        await self.pubsub_redis.aclose()
         await self.gate.aclose()
         await self.mongo.close()
 
