@@ -15,6 +15,7 @@ import pytest
 
 from services.gateway import tokens
 from shared.protocol import CloseCode
+from tests.fleet.classroom import boundaries
 from tests.fleet.conftest import GRACE, Blocks, unique_client
 from tests.infra import Fleet
 from tests.yclient import RoomClient, wait_for
@@ -80,18 +81,6 @@ async def test_watcher_first_does_not_take_the_mentor_role(blocks: Blocks, gw: l
 
 
 # 2. Editing ---------------------------------------------------------------------------
-
-
-def boundaries(text: str) -> list[int]:
-    """Positions not inside a typed ``<...>`` token (so no token splits another)."""
-    depth, out = 0, []
-    for i, ch in enumerate(text):
-        if depth == 0:
-            out.append(i)
-        depth += (ch == "<") - (ch == ">")
-    if depth == 0:
-        out.append(len(text))
-    return out
 
 
 async def test_concurrent_edits_by_many_students_all_survive(blocks: Blocks, gw: list[str]) -> None:
