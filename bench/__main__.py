@@ -16,6 +16,9 @@ Environment (all optional):
   OUT          results folder (default docs/bench/<UTC date>)
   PEERS_SRC    reference peers to copy (default ../shared/peers)
   MONGODB_URL  use this MongoDB instead of starting `coderoom mongo`
+  BENCH_CODE   coderoom code to run: a git ref, snapshotted with `git archive` (default
+               HEAD: committed code only, immune to edits made while the bench runs),
+               or "live" for the working tree as it is
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         needs_coderoom = "coderoom" in targets
         if needs_coderoom:
             coderoom = Coderoom(procs, redis_server, raw)
+            code = env.get("BENCH_CODE", "HEAD")
+            if code != "live":
+                coderoom.snapshot(code)
+            machine["coderoom_code"] = coderoom.commit
+            say(f"coderoom code: {coderoom.commit} from {coderoom.src}")
             try:
                 blocks = max(
                     [scenario(s).rooms for s in wanted if s in MATRIX]
@@ -134,11 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 coderoom.stop()
                 say(f"coderoom gateways answered /healthz ({', '.join(probe.urls)})")
             except Exception as exc:
-                notes.append(f"coderoom could not be started: {exc}".splitlines()[0])
-                say(f"!! coderoom unavailable, measuring the peers only:\n{exc}")
+                say(f"!! coderoom could not be started ({coderoom.commit}):\n{exc}")
                 traceback.print_exc(file=sys.stdout)
-                coderoom.stop()
-                coderoom = None
+                say("nothing measured; fix the gateway or set BENCH_CODE to a working commit")
+                return 2
         peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p != "coderoom"}
 
         matrix = [s for s in wanted if s in MATRIX]

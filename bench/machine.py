@@ -74,6 +74,8 @@ def machine_line(m: dict[str, Any]) -> str:
         if m.get("git_dirty_services_shared")
         else ""
     )
+    if m.get("coderoom_code"):
+        dirty = f", measured {m['coderoom_code']}"
     return (
         f"{m['nproc']} vCPU ({m['cpu_model']}), {m['mem_gib']} GiB, {m['os']}, "
         f"kernel {m['kernel']}; Python {m['python']}, Node {m['node']}, Redis {m['redis']}; "

@@ -82,7 +82,30 @@ class Coderoom:
         self.mongodb_url = ""
         self.rooms_file = work / "rooms.txt"
         self.join_file = work / "join-room.txt"
-        self.coderoom = str(Path(sys.executable).parent / "coderoom")
+        self.src = ROOT
+        self.commit = "working tree"
+
+    def cli(self, *args: str) -> list[str]:
+        """argv of `coderoom ARGS` run from `self.src`, as the Python process itself."""
+        return [sys.executable, "-c", "from services.cli import main; main()", *args]
+
+    def snapshot(self, ref: str) -> None:
+        """Run the gateways from `git archive REF` instead of the live working tree, so that
+        edits made by others while the bench runs cannot change (or break) what is measured."""
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", ref],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dest = self.work / f"src-{rev}"
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", ref, "services", "shared"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        self.src, self.commit = dest, f"{rev} ({ref}, snapshot)"
 
     # --- once per bench ---------------------------------------------------------------
     def prepare(self, blocks: int, mongodb_url: str | None) -> None:
@@ -93,7 +116,10 @@ class Coderoom:
             data = self.work / "mongo-data"
             data.mkdir(parents=True, exist_ok=True)
             self.mongo = self.procs.start(
-                "mongo", [self.coderoom, "mongo", "--data", str(data), "--port", str(port)]
+                "mongo",
+                self.cli("mongo", "--data", str(data), "--port", str(port)),
+                cwd=self.src,
+                env={"PYTHONPATH": str(self.src)},
             )
             self.mongo.wait_port(port, timeout=60)
             self.mongodb_url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
@@ -112,6 +138,7 @@ class Coderoom:
             "ALLOWED_ORIGINS": "*",
             "GATEWAY_ID": f"bench-gw{index}",
             "SHUTDOWN_DRAIN_SECONDS": "1",
+            "PYTHONPATH": str(self.src),
         }
 
     # --- per run ----------------------------------------------------------------------
@@ -121,7 +148,7 @@ class Coderoom:
         self.ports = [free_port() for _ in range(gateways or self.count)]
         for i, port in enumerate(self.ports, start=1):
             proc = self.procs.start(
-                f"gateway-{i}", [self.coderoom, "gateway"], cwd=ROOT, env=self.env(port, i)
+                f"gateway-{i}", self.cli("gateway"), cwd=self.src, env=self.env(port, i)
             )
             self.gateways.append(proc)
         for proc, port in zip(self.gateways, self.ports, strict=True):
