@@ -75,8 +75,8 @@ class Gateway:
         # no message loss is ever hidden by a silent reconnect).
         self.relay = Relay(
             url,
-            self.hub.on_channel_message,
-            self.hub.resync_all,
+            self.hub.sync.on_channel_message,
+            self.hub.sync.resync_all,
             connect_timeout=settings.redis_timeout_ms / 1000,
         )
         self.hub.relay = self.relay

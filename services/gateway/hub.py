@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from pycrdt import Doc, Text
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
@@ -30,8 +29,10 @@ from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
-from services.gateway.room import EMPTY_UPDATE, Effects, Limits, RoomCore, template_update
-from services.gateway.scripts import Closed, Presence, RoomStore
+from services.gateway.room import Effects, Limits, RoomCore, template_update
+from services.gateway.scripts import Closed, Presence, RoomStore, now_ms
+from services.gateway.sync import RoomSync
+from services.gateway.wire import presence_frame, ws_frame
 from shared import protocol
 from shared.keys import Keys
 from shared.protocol import CloseCode, Role
@@ -40,12 +41,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 ROOM_PATH = "/ws/rooms/"
-_LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
 MAX_CLIENT_ID = 64
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class RoomGone(Exception):
@@ -96,15 +92,14 @@ class Hub:
         self._per_ip: dict[str, int] = {}
         self._opening: dict[str, asyncio.Future[RoomHandle]] = {}
         self._slow: set[ServerConnection] = set()
-        self._solved_dirty: set[RoomHandle] = set()
-        self._solved_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
         self.outbox = Outbox(redis, self.store, self.id, self.on_published, self.on_publish_lost)
-        self._awareness_tag = b"A" + self.id.encode() + b"\x00"
+        self.awareness_tag = b"A" + self.id.encode() + b"\x00"
+        self.sync = RoomSync(self)
 
     # --- small helpers -------------------------------------------------------------
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -138,7 +133,7 @@ class Hub:
         if transport.get_write_buffer_size() > self.settings.outbox_max_bytes:
             if ws not in self._slow:
                 self._slow.add(ws)
-                self._spawn(self._close_slow(ws))
+                self.spawn(self._close_slow(ws))
 
     async def _close_slow(self, ws: ServerConnection) -> None:
         try:
@@ -236,7 +231,7 @@ class Hub:
             return
         role: Role = joined.role  # type: ignore[assignment]
         try:
-            await self._register(block_id)
+            await self.register(block_id)
             handle = await self._room(block_id, block, joined.session)
         except RoomGone:
             # The room closed between this socket's join and its arrival here.
@@ -282,7 +277,7 @@ class Hub:
             ):
                 counts = handle.presence
             if counts is not None:
-                self.send(ws, _presence_frame(counts))
+                self.send(ws, presence_frame(counts))
             await self._read(ws, handle, member_id)
         finally:
             await self._leave(block_id, handle, member_id)
@@ -317,7 +312,7 @@ class Hub:
             self.outbox.update(handle.block.id, handle.core.session, effects.publish_update)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
-            self.outbox.awareness(channel, self._awareness_tag + effects.publish_awareness)
+            self.outbox.awareness(channel, self.awareness_tag + effects.publish_awareness)
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
@@ -342,7 +337,7 @@ class Hub:
         elif empty:
             await self.close_room(block_id, session="", force=True, reason="empty")
 
-    async def _register(self, block_id: str) -> None:
+    async def register(self, block_id: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(self.keys.rooms, block_id)
             pipe.sadd(self.keys.gateway_rooms(self.id), block_id)
@@ -372,7 +367,7 @@ class Hub:
             if current is None or _text(current) != session:
                 raise RoomGone(block_id)
             # The room held here belongs to an older session, which has closed.
-            self._close_local(block_id, handle, "mentor-left")
+            self.close_local(block_id, handle, "mentor-left")
 
     async def _open(self, block_id: str, block: Block) -> RoomHandle:
         future: asyncio.Future[RoomHandle] = asyncio.get_running_loop().create_future()
@@ -411,9 +406,9 @@ class Hub:
         handle.core = core
         early, handle.early = handle.early, []
         for data in early:
-            self.on_channel_message(block_id, data)
+            self.sync.on_channel_message(block_id, data)
         handle.loaded.set()
-        self._schedule_solved(handle)
+        self.sync.schedule_solved(handle)
         # Awareness is not logged: ask the other gateways for their members' states.
         self.outbox.awareness(channel, b"Q" + self.id.encode())
         return handle
@@ -424,17 +419,17 @@ class Hub:
         self.metrics.rooms.set(len(self.rooms))
         await self.relay.unsubscribe(self.keys.room(block_id).channel)
 
-    def _close_local(self, block_id: str, handle: RoomHandle, reason: str) -> None:
+    def close_local(self, block_id: str, handle: RoomHandle, reason: str) -> None:
         """The room closed: everyone here goes back to the lobby."""
         handle.closed = True
         if self.rooms.get(block_id) is handle:
             del self.rooms[block_id]
             self.metrics.rooms.set(len(self.rooms))
-            self._spawn(self.relay.unsubscribe(self.keys.room(block_id).channel))
+            self.spawn(self.relay.unsubscribe(self.keys.room(block_id).channel))
         frame = protocol.room_closed(reason)
         for ws in list(handle.sockets.values()):
             self.send(ws, frame)
-            self._spawn(self._close(ws, CloseCode.ROOM_CLOSED, "room closed: " + reason))
+            self.spawn(self._close(ws, CloseCode.ROOM_CLOSED, "room closed: " + reason))
 
     # --- publishing (the outbox reports back) ---------------------------------------------
     def on_published(
@@ -448,7 +443,7 @@ class Hub:
         core.doc_bytes = doc_bytes
         if since > self.settings.log_compact_entries and not handle.compacting:
             handle.compacting = True
-            self._spawn(self._compact(handle))
+            self.spawn(self._compact(handle))
 
     def on_publish_lost(self, block_id: str, session: str, closed: bool) -> None:
         handle = self.rooms.get(block_id)
@@ -465,7 +460,7 @@ class Hub:
         try:
             if core is None or handle.closed:
                 return
-            await self.catch_up(handle)
+            await self.sync.catch_up(handle)
             await self.store.compact(
                 core.block_id, core.session, core.applied_seq, core.full_update()
             )
@@ -473,114 +468,6 @@ class Hub:
             log.warning("compaction of %s failed: %s", handle.block.id, exc)
         finally:
             handle.compacting = False
-
-    # --- the room channel ---------------------------------------------------------------
-    def on_channel_message(self, channel_or_block: str, data: bytes) -> None:
-        block_id = self.keys.room_from_channel(channel_or_block) or channel_or_block
-        handle = self.rooms.get(block_id)
-        kind = data[:1]
-        self.metrics.redis_messages.labels(kind.decode(errors="replace")).inc()
-        if handle is None or handle.closed:
-            return
-        core = handle.core
-        if core is None:
-            handle.early.append(data)
-            return
-        if kind == b"U":
-            origin, epoch, seq_text, update = data[1:].split(b"\x00", 3)
-            if epoch.decode() != core.epoch:
-                # Redis lost the room and someone re-seeded it: apply, then resync.
-                if origin != self.id.encode():
-                    self.fanout(handle, core.apply_foreign_update(update))
-                    self._schedule_solved(handle)
-                handle.needs_resync = True
-                return
-            before = core.applied_seq
-            frame, gap = core.apply_remote_update(int(seq_text), update, origin == self.id.encode())
-            if frame is not None:
-                self.fanout(handle, frame)
-            if core.applied_seq != before or frame is not None:
-                self._schedule_solved(handle)
-            if gap and not handle.catching_up:
-                self._spawn(self.catch_up(handle))
-        elif kind == b"A":
-            origin, update = data[1:].split(b"\x00", 1)
-            if origin != self.id.encode():
-                frame = core.apply_remote_awareness(update)
-                if frame is not None:
-                    self.fanout(handle, frame)
-        elif kind == b"Q":
-            # Another gateway started serving the room: tell it who is here.
-            if data[1:] != self.id.encode():
-                mine = core.local_awareness()
-                if mine is not None:
-                    channel = self.keys.room(block_id).channel
-                    self.outbox.awareness(channel, self._awareness_tag + mine)
-        elif kind == b"P":
-            version, mentor, students, watchers = data[1:].split(b"\x00")
-            counts = Presence(int(version), mentor == b"1", int(students), int(watchers))
-            if handle.presence is None or counts.version > handle.presence.version:
-                handle.presence = counts
-                self.fanout(handle, _presence_frame(counts))
-        elif kind == b"S":
-            core.solved = True
-            self.fanout(handle, protocol.SOLVED)
-        elif kind == b"C":
-            session, reason = data[1:].split(b"\x00", 1)
-            if session.decode() == core.session:
-                self._close_local(block_id, handle, reason.decode())
-
-    async def catch_up(self, handle: RoomHandle) -> None:
-        """Read what the room log has beyond what this gateway applied."""
-        core = handle.core
-        if core is None or handle.catching_up:
-            return
-        handle.catching_up = True
-        try:
-            self.metrics.catchups.inc()
-            loaded = await self.store.load(core.block_id, core.applied_seq)
-            if isinstance(loaded, str) or loaded.session != core.session:
-                if loaded == "":
-                    handle.needs_resync = True  # Redis lost the room: not a close
-                else:
-                    self._close_local(core.block_id, handle, "mentor-left")
-                return
-            if loaded.epoch != core.epoch:
-                handle.needs_resync = True
-                return
-            before = core.doc.get_state()
-            core.load(loaded.snapshot, loaded.entries, loaded.seq)
-            diff = core.doc.get_update(before)
-            if diff != EMPTY_UPDATE:
-                self.fanout(handle, protocol.sync_update(diff))
-                self._schedule_solved(handle)
-        finally:
-            handle.catching_up = False
-
-    # --- solved ---------------------------------------------------------------------------
-    def _schedule_solved(self, handle: RoomHandle) -> None:
-        """Check the room's text once this tick's updates are applied (one check per tick)."""
-        self._solved_dirty.add(handle)
-        if not self._solved_pending:
-            self._solved_pending = True
-            asyncio.get_running_loop().call_soon(self._check_solved)
-
-    def _check_solved(self) -> None:
-        self._solved_pending = False
-        dirty, self._solved_dirty = self._solved_dirty, set()
-        for handle in dirty:
-            core = handle.core
-            if core is None or handle.closed:
-                continue
-            match = core.solved_check()
-            if match is not None:
-                self._spawn(self._report_solved(core, match))
-
-    async def _report_solved(self, core: RoomCore, match: bool) -> None:
-        try:
-            await self.store.mark_solved(core.block_id, core.session, core.applied_seq, match)
-        except RedisError as exc:
-            log.warning("solved check of %s failed: %s", core.block_id, exc)
 
     # --- closing, reaping, resync (called by housekeeping and the relay) -------------------
     async def close_room(self, block_id: str, *, session: str, force: bool, reason: str) -> str:
@@ -604,96 +491,6 @@ class Hub:
             self.archiver.archive(block_id, result, reason)
         return "closed"
 
-    async def resync_all(self) -> None:
-        """After the pub/sub connection came back: re-register and catch up every room."""
-        for block_id, handle in list(self.rooms.items()):
-            core = handle.core
-            if core is None or handle.closed:
-                continue
-            try:
-                await self._resync(block_id, handle, core)
-            except RedisError as exc:
-                handle.needs_resync = True  # housekeeping tries again
-                log.warning("resync of %s failed: %s", block_id, exc)
-
-    async def resync_pending(self) -> None:
-        """Housekeeping: resync rooms that noticed Redis lost something of theirs."""
-        for block_id, handle in list(self.rooms.items()):
-            if handle.needs_resync and handle.core is not None and not handle.closed:
-                await self._resync(block_id, handle, handle.core)
-
-    async def _resync(self, block_id: str, handle: RoomHandle, core: RoomCore) -> None:
-        self.metrics.resyncs.inc()
-        handle.needs_resync = False
-        members = [(m.id, _LETTER[m.role], m.client_id) for m in core.members.values()]
-        status, epoch, mentor_away = await self.store.resync(
-            block_id,
-            session=core.session,
-            now_ms=now_ms(),
-            new_epoch=secrets.token_hex(8),
-            snapshot=core.full_update(),
-            members=members,
-        )
-        if status == "closed":
-            self._close_local(block_id, handle, "mentor-left")
-            return
-        await self._register(block_id)
-        if epoch != core.epoch:
-            # Redis lost the room (restart): count from its new log, take what the
-            # first re-seeder wrote, and give it whatever only this gateway holds.
-            core.epoch = epoch
-            core.applied_seq = 0
-            loaded = await self.store.load(block_id)
-            if isinstance(loaded, str):
-                return
-            remote: Doc[Text] = Doc()
-            if loaded.snapshot:
-                remote.apply_update(loaded.snapshot)
-            for _, update in loaded.entries:
-                remote.apply_update(update)
-            missing = core.doc.get_update(remote.get_state())
-            before = core.doc.get_state()
-            core.load(loaded.snapshot, loaded.entries, loaded.seq)
-            core.doc_bytes = loaded.doc_bytes
-            news = core.doc.get_update(before)
-            if news != EMPTY_UPDATE:
-                self.fanout(handle, protocol.sync_update(news))
-            if missing != EMPTY_UPDATE:
-                self.outbox.update(block_id, core.session, missing)
-        self.outbox.release(block_id)
-        await self.catch_up(handle)
-        if mentor_away:
-            deadline = now_ms() + int(self.settings.mentor_grace_seconds * 1000)
-            await self.redis.zadd(self.keys.closing, {block_id: deadline}, nx=True)
-
-    async def check_rooms(self) -> None:
-        """Periodic: catch up any room whose log is ahead of what was applied here."""
-        handles = [(b, h) for b, h in self.rooms.items() if h.core is not None and not h.closed]
-        if not handles:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for block_id, _ in handles:
-                keys = self.keys.room(block_id)
-                pipe.hmget(keys.state, "session", "seq", "epoch")
-                pipe.get(keys.tomb)
-            results = await pipe.execute()
-        for i, (block_id, handle) in enumerate(handles):
-            (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
-            core = handle.core
-            if core is None or handle.needs_resync:
-                continue
-            if session is None:
-                if tomb is not None and tomb.decode() == core.session:
-                    self._close_local(block_id, handle, "mentor-left")
-                else:
-                    handle.needs_resync = True  # Redis lost the room
-            elif session.decode() != core.session:
-                self._close_local(block_id, handle, "mentor-left")
-            elif epoch.decode() != core.epoch:
-                handle.needs_resync = True
-            elif int(seq) > core.applied_seq:
-                self._spawn(self.catch_up(handle))
-
     async def drain(self) -> None:
         """SIGTERM: publish what is pending, then close every socket with 1012."""
         self.shutting_down = True
@@ -715,22 +512,6 @@ _NO_SOCKET = _NoSocket()
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def ws_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented binary websocket frame (RFC 6455 5.2) carrying payload."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x82, n)) + payload
-    if n < 65536:
-        return b"\x82\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x82\x7f" + n.to_bytes(8, "big") + payload
-
-
-def _presence_frame(counts: Presence) -> bytes:
-    return protocol.presence(
-        mentor=counts.mentor, students=counts.students, watchers=counts.watchers
-    )
 
 
 def _param(params: dict[str, list[str]], name: str) -> str:

@@ -18,7 +18,8 @@ from typing import cast
 
 from redis.exceptions import RedisError
 
-from services.gateway.hub import Hub, now_ms
+from services.gateway.hub import Hub
+from services.gateway.scripts import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,10 @@ class Housekeeper:
         run_id = str(info.get("run_id", ""))
         if self._run_id is not None and run_id != self._run_id:
             log.warning("redis restarted (run id changed): resyncing rooms")
-            await hub.resync_all()
+            await hub.sync.resync_all()
         self._run_id = run_id
-        await hub.resync_pending()
-        await hub.check_rooms()
+        await hub.sync.resync_pending()
+        await hub.sync.check_rooms()
         await self.reap()
         await self.sweep()
 

@@ -9,6 +9,7 @@ Channel messages: a kind byte, then fields separated by NUL:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +259,11 @@ if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or -1) == tonumber(ARGV[2]) t
 end
 return 0
 """
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: the time base of every timestamp kept in Redis."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
