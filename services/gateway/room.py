@@ -287,7 +287,8 @@ class RoomCore:
         what the room knows are taken, so echoes die here and the sender owns what it
         announced (its id follows it across reconnects, since its clock keeps counting)."""
         entries = parse_awareness_update(payload)
-        fresh = []
+        fresh: list[tuple[int, int, str]] = []
+        removed: list[tuple[int, int, str]] = []
         for client, clock, state in entries:
             if len(state.encode()) > MAX_AWARENESS_STATE_BYTES:
                 return Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
@@ -298,6 +299,11 @@ class RoomCore:
                     return Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
             if self._is_newer(client, clock, state):
                 fresh.append((client, clock, state))
+            elif state != "null" and client not in self.awareness:
+                # The room saw this id removed at a later clock (its socket closed, e.g.
+                # on a gateway restart) and the client did not hear of it: tell it, and
+                # y-protocols re-announces its state with a higher clock.
+                removed.append((client, self.awareness_clocks[client], "null"))
         new_ids = {client for client, _, _ in fresh} - member.awareness_ids
         if len(member.awareness_ids) + len(new_ids) > MAX_AWARENESS_CLIENTS_PER_MEMBER:
             return Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
@@ -307,12 +313,13 @@ class RoomCore:
                     other.awareness_ids.discard(client)
                 member.awareness_ids.add(client)
             self._remember_awareness(client, clock, state)
+        reply = [protocol.awareness_message(encode_awareness_update(removed))] if removed else []
         if not fresh:
-            return Effects()
+            return Effects(reply=reply)
         if len(fresh) < len(entries):
             payload = encode_awareness_update(fresh)
             frame = protocol.awareness_message(payload)
-        return Effects(broadcast=[frame], publish_awareness=payload)
+        return Effects(reply=reply, broadcast=[frame], publish_awareness=payload)
 
     def _is_newer(self, client: int, clock: int, state: str) -> bool:
         """y-protocols' rule: a higher clock, or a removal of a live state at the same clock."""

@@ -894,3 +894,26 @@ def test_local_awareness_lists_only_this_gateways_members(room: RoomCore) -> Non
     mine = room.local_awareness()
     assert mine is not None
     assert parse_awareness_update(mine) == [(10, 3, '{"me":1}')]
+
+
+def test_a_client_that_missed_its_own_removal_is_told_so(room: RoomCore) -> None:
+    # Its socket closed (a gateway restart): the room announced the removal at clock 6.
+    _join(room, "old", "student")
+    room.receive("old", _awareness_frame([(10, 5, '{"me":1}')]), 0)
+    room.remove_member("old")
+    assert room.awareness_clocks[10] == 6
+    # Back on a new socket with its last clock: not newer, so not relayed...
+    _join(room, "new", "student")
+    effects = room.receive("new", _awareness_frame([(10, 5, '{"me":1}')]), 0)
+    assert effects.broadcast == [] and effects.publish_awareness is None
+    # ...but answered with the removal, which makes y-protocols re-announce (clock 7).
+    assert [_decode_awareness(f) for f in effects.reply] == [[(10, 6, "null")]]
+    again = room.receive("new", _awareness_frame([(10, 7, '{"me":1}')]), 0)
+    assert again.publish_awareness is not None and room.awareness[10] == (7, '{"me":1}')
+
+
+def test_an_echo_of_a_live_state_gets_no_reply(room: RoomCore) -> None:
+    _join(room, "a", "student")
+    _join(room, "b", "student")
+    room.receive("a", _awareness_frame([(10, 5, '{"me":1}')]), 0)
+    assert room.receive("b", _awareness_frame([(10, 5, '{"me":1}')]), 0) == Effects()
