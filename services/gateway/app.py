@@ -180,6 +180,10 @@ def main(settings: Settings | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # websockets logs every handshake and close at INFO: one line per probe and socket.
+    logging.getLogger("websockets").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
     try:
         try:
             import uvloop
