@@ -123,7 +123,6 @@ class Gateway:
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> Server:
-        self.hub.outbox.start()
         self.relay.start()
         self.housekeeper.start()
         self.gate.start()

@@ -29,6 +29,7 @@ from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
+from services.gateway.pipeline import Pipeline
 from services.gateway.room import Effects, Limits, RoomCore, template_update
 from services.gateway.scripts import Closed, Presence, RoomStore, now_ms
 from services.gateway.sync import RoomSync
@@ -94,7 +95,13 @@ class Hub:
         self._slow: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
-        self.outbox = Outbox(redis, self.store, self.id, self.on_published, self.on_publish_lost)
+        self.outbox = Outbox(
+            Pipeline(settings.redis_url, settings.redis_timeout_ms / 1000),
+            self.store,
+            self.id,
+            self.on_published,
+            self.on_publish_lost,
+        )
         self.awareness_tag = b"A" + self.id.encode() + b"\x00"
         self.sync = RoomSync(self)
 

@@ -1,13 +1,16 @@
-"""Everything a gateway writes to Redis on the hot path, coalesced: one pipeline per tick.
+"""Everything a gateway writes to Redis on the hot path, coalesced per tick.
 
-Students' updates are queued per room; awareness per channel. A single writer task sends
-whatever accumulated as one pipeline (one round trip, one syscall) and, while it is in
-flight, the next batch accumulates. A room's updates go out in order, at most
-``MAX_BATCH`` merged per log entry (pycrdt's memory to apply an update grows with the
-square of its consecutive items, and ``merge_updates`` does not squash keystrokes).
+Students' updates are queued per room, awareness per channel. Once per event-loop tick
+everything queued is written to one pipelined connection (``pipeline.Pipeline``): one
+EVALSHA per room with the room's updates merged (at most ``MAX_BATCH`` per log entry:
+pycrdt's memory to apply an update grows with the square of its consecutive items, and
+``merge_updates`` does not squash keystrokes), one PUBLISH per awareness message. A room
+has at most one batch in flight; what arrives meanwhile forms the next, larger batch, so
+a slow Redis gets fewer, bigger writes instead of a queue of small ones.
 
-When Redis refuses a room's batch because it lost the room (restart) or is unreachable,
-the batch is kept and the room is *held* until the hub has resynced it (``release``).
+When Redis refuses a room's batch because it lost the room (restart), the batch is kept
+and the room is *held* until the hub has resynced it (``release``). When the connection
+is down, batches wait and the outbox reconnects with backoff.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pycrdt import merge_updates
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
 
+from services.gateway.pipeline import Pipeline, encode_command
 from services.gateway.scripts import PUBLISH, RoomStore
 
 log = logging.getLogger(__name__)
@@ -36,36 +39,31 @@ class _Queue:
     session: str
     updates: list[bytes] = field(default_factory=list)
     held: bool = False
+    in_flight: bool = False
 
 
 class Outbox:
     def __init__(
         self,
-        redis: Redis,
+        pipeline: Pipeline,
         store: RoomStore,
         gateway_id: str,
         on_published: Published,
         on_lost: Lost,
     ) -> None:
-        self._redis = redis
+        self._pipe = pipeline
         self._store = store
-        self._gateway = gateway_id
+        self._gateway = gateway_id.encode()
         self._on_published = on_published
         self._on_lost = on_lost
         self._rooms: dict[str, _Queue] = {}
         self._awareness: list[tuple[str, bytes]] = []
-        self._wake = asyncio.Event()
+        self._scheduled = False
+        self._in_flight = 0
+        self._loading_script = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._draining = False  # only then is "idle" worth computing
         self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     # --- producers (synchronous, called from the hot path) -------------------------------
     def update(self, block_id: str, session: str, update: bytes) -> None:
@@ -73,15 +71,16 @@ class Outbox:
         if queue is None or queue.session != session:
             queue = self._rooms[block_id] = _Queue(session)
         queue.updates.append(update)
-        self._kick()
+        self._schedule()
 
     def awareness(self, channel: str, data: bytes) -> None:
         self._awareness.append((channel, data))
-        self._kick()
+        self._schedule()
 
-    def _kick(self) -> None:
-        self._idle.clear()
-        self._wake.set()
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     # --- room control --------------------------------------------------------------------
     def release(self, block_id: str) -> None:
@@ -89,7 +88,7 @@ class Outbox:
         queue = self._rooms.get(block_id)
         if queue is not None and queue.held:
             queue.held = False
-            self._kick()
+            self._schedule()
 
     def forget(self, block_id: str) -> None:
         self._rooms.pop(block_id, None)
@@ -99,7 +98,9 @@ class Outbox:
         return queue is not None and bool(queue.updates)
 
     async def drained(self, grace: float) -> bool:
-        """Wait up to ``grace`` seconds until nothing sendable is queued (at shutdown)."""
+        """Wait up to ``grace`` seconds until nothing sendable is queued or in flight."""
+        self._draining = True
+        self._check_idle()
         try:
             async with asyncio.timeout(grace):
                 await self._idle.wait()
@@ -107,70 +108,109 @@ class Outbox:
         except TimeoutError:
             return False
 
-    # --- the writer -------------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._send()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox send failed")
-                await asyncio.sleep(0.1)
-            if not self._wake.is_set():
-                self._idle.set()
+    async def stop(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        self._pipe.close()
 
-    async def _send(self) -> None:
-        batches: list[tuple[str, _Queue, list[bytes], bytes]] = []
+    # --- the writer -------------------------------------------------------------------------
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pipe.connected:
+            if self._reconnecting is None or self._reconnecting.done():
+                self._reconnecting = asyncio.create_task(self._reconnect())
+            return
+        sha = self._store.publish_sha
         for block_id, queue in list(self._rooms.items()):
-            if queue.held or not queue.updates:
+            if queue.held or queue.in_flight or not queue.updates:
                 continue
             batch = queue.updates[:MAX_BATCH]
             del queue.updates[:MAX_BATCH]
-            if queue.updates:
-                self._wake.set()  # more of this room in the next round
             merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
-            batches.append((block_id, queue, batch, merged))
+            keys = self._store.room_keys(block_id).as_list()
+            command = encode_command(
+                "EVALSHA", sha, len(keys), *keys, queue.session, self._gateway, merged
+            )
+            queue.in_flight = True
+            self._in_flight += 1
+            self._pipe.send(command, self._on_reply(block_id, queue, batch))
         awareness, self._awareness = self._awareness, []
-        if not batches and not awareness:
-            return
-        sha = self._store.publish_sha
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for block_id, queue, _, merged in batches:
-                keys = self._store.room_keys(block_id).as_list()
-                pipe.execute_command(
-                    "EVALSHA", sha, len(keys), *keys, queue.session, self._gateway, merged
-                )
-            for channel, data in awareness:
-                pipe.publish(channel, data)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as exc:
-                results = [exc] * (len(batches) + len(awareness))
-        reload_script = False
-        for (block_id, queue, batch, _), result in zip(batches, results, strict=False):
-            if isinstance(result, NoScriptError):
-                reload_script = True
+        for channel, data in awareness:
+            self._in_flight += 1
+            self._pipe.send(encode_command("PUBLISH", channel, data), self._on_published_awareness)
+        self._check_idle()
+
+    def _on_reply(self, block_id: str, queue: _Queue, batch: list[bytes]) -> Callable[[Any], None]:
+        def done(reply: Any) -> None:
+            self._in_flight -= 1
+            queue.in_flight = False
+            if isinstance(reply, Exception):
                 queue.updates[:0] = batch
-                continue
-            if isinstance(result, BaseException):
-                log.warning("publish to room %s failed: %s", block_id, result)
-                seq = -2
-            else:
-                seq, doc_bytes, since = (int(x) for x in result)
-            if seq == -2:  # Redis lost the room or is unreachable: hold until resynced
+                if "NOSCRIPT" in str(reply):
+                    self._load_script()
+                elif not isinstance(reply, ConnectionError):
+                    log.warning("publish to room %s failed: %s", block_id, reply)
+                    queue.held = True
+                    self._on_lost(block_id, queue.session, False)
+                self._schedule()
+                return
+            seq, doc_bytes, since = (int(x) for x in reply)
+            if seq == -2:  # Redis lost the room: hold until resynced
                 queue.updates[:0] = batch
                 queue.held = True
                 self._on_lost(block_id, queue.session, False)
             elif seq == -1:  # the session is over (the close event is on its way)
-                self._rooms.pop(block_id, None)
+                if self._rooms.get(block_id) is queue:
+                    del self._rooms[block_id]
                 self._on_lost(block_id, queue.session, True)
             else:
                 self._on_published(block_id, queue.session, seq, doc_bytes, since)
-            if not queue.updates and not queue.held and self._rooms.get(block_id) is queue:
+            if queue.updates:
+                self._schedule()
+            elif not queue.held and self._rooms.get(block_id) is queue:
                 del self._rooms[block_id]
-        if reload_script:
-            await self._redis.script_load(PUBLISH)
-            self._wake.set()
+            self._check_idle()
+
+        return done
+
+    def _on_published_awareness(self, reply: Any) -> None:
+        self._in_flight -= 1
+        if isinstance(reply, Exception) and not isinstance(reply, ConnectionError):
+            log.debug("awareness publish failed: %s", reply)
+        self._check_idle()
+
+    def _load_script(self) -> None:
+        """Redis forgot the script (a restart): load it; queued batches follow it."""
+        if self._loading_script:
+            return
+        self._loading_script = True
+
+        def loaded(reply: Any) -> None:
+            self._loading_script = False
+            if isinstance(reply, Exception):
+                log.warning("loading the publish script failed: %s", reply)
+            self._schedule()
+
+        self._pipe.send(encode_command("SCRIPT", "LOAD", PUBLISH), loaded)
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._pipe.connect()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("redis (outbox) unavailable: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._schedule()
+            return
+
+    def _check_idle(self) -> None:
+        if (
+            self._in_flight == 0
+            and not self._awareness
+            and not any(q.updates and not q.held for q in self._rooms.values())
+        ):
+            self._idle.set()
