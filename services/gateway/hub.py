@@ -115,7 +115,7 @@ class Hub:
     def send(self, ws: ServerConnection, frame: bytes) -> None:
         """Write one message now, without waiting; close the socket if it fell behind."""
         self._write(ws, ws_frame(frame))
-        self.metrics.messages_out.inc()
+        self.metrics.messages_out += 1
 
     def fanout(self, handle: RoomHandle, frame: bytes, skip: str | None = None) -> None:
         """The same message to every local member of a room, framed once."""
@@ -127,7 +127,7 @@ class Hub:
                 write(ws, wire)
                 sent += 1
         if sent:
-            self.metrics.messages_out.inc(sent)
+            self.metrics.messages_out += sent
 
     def _write(self, ws: ServerConnection, wire: bytes) -> None:
         # Server frames are unmasked and we never fragment or compress, so one encoded
@@ -294,7 +294,7 @@ class Hub:
         assert core is not None
         try:
             async for frame in ws:
-                self.metrics.messages_in.inc()
+                self.metrics.messages_in += 1
                 if handle.closed:
                     return  # room-closed and 4410 are on their way (_close_local)
                 if isinstance(frame, str):
@@ -442,7 +442,7 @@ class Hub:
     def on_published(
         self, block_id: str, session: str, seq: int, doc_bytes: int, since: int
     ) -> None:
-        self.metrics.publishes.inc()
+        self.metrics.publishes += 1
         handle = self.rooms.get(block_id)
         core = handle.core if handle is not None else None
         if handle is None or core is None or core.session != session:

@@ -1,14 +1,28 @@
-"""Prometheus metrics of a gateway process (its own registry, served at /metrics)."""
+"""Prometheus metrics of a gateway process (its own registry, served at /metrics).
+
+The per-message counters are plain integers read at scrape time: a prometheus_client
+Counter takes a lock on every increment, and these move with every keystroke.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
-class GatewayMetrics:
+class GatewayMetrics(Collector):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.messages_in = 0  # frames received from clients
+        self.messages_out = 0  # frames sent to clients
+        self.publishes = 0  # update batches appended to room logs
+        self.redis_messages: defaultdict[bytes, int] = defaultdict(int)  # by channel kind
+        r.register(self)
         self.connections = Gauge("coderoom_gateway_connections", "Open room sockets.", registry=r)
         self.rooms = Gauge("coderoom_gateway_rooms", "Rooms served by this gateway.", registry=r)
         self.joins = Counter("coderoom_gateway_joins_total", "Joins by role.", ["role"], registry=r)
@@ -16,23 +30,6 @@ class GatewayMetrics:
             "coderoom_gateway_closes_total",
             "Sockets closed by the server, by code.",
             ["code"],
-            registry=r,
-        )
-        self.messages_in = Counter(
-            "coderoom_gateway_messages_in_total", "Frames received from clients.", registry=r
-        )
-        self.messages_out = Counter(
-            "coderoom_gateway_messages_out_total", "Frames sent to clients.", registry=r
-        )
-        self.redis_messages = Counter(
-            "coderoom_gateway_redis_messages_total",
-            "Pub/sub messages received from Redis, by kind.",
-            ["kind"],
-            registry=r,
-        )
-        self.publishes = Counter(
-            "coderoom_gateway_publishes_total",
-            "Update batches appended to room logs.",
             registry=r,
         )
         self.catchups = Counter(
@@ -51,6 +48,27 @@ class GatewayMetrics:
         self.rooms_closed = Counter(
             "coderoom_gateway_rooms_closed_total", "Rooms closed by this gateway.", registry=r
         )
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "coderoom_gateway_messages_in", "Frames received from clients.", self.messages_in
+        )
+        yield CounterMetricFamily(
+            "coderoom_gateway_messages_out", "Frames sent to clients.", self.messages_out
+        )
+        yield CounterMetricFamily(
+            "coderoom_gateway_publishes", "Update batches appended to room logs.", self.publishes
+        )
+        family = CounterMetricFamily(
+            "coderoom_gateway_redis_messages",
+            "Pub/sub messages received from Redis, by kind (U update, A awareness, "
+            "P presence, S solved, C closed, Q awareness query). Only rooms this gateway "
+            "serves are subscribed.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.redis_messages.items()):
+            family.add_metric([kind.decode(errors="replace")], count)
+        yield family
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -122,6 +122,7 @@ class Outbox:
                 self._reconnecting = asyncio.create_task(self._reconnect())
             return
         sha = self._store.publish_sha
+        out: list[tuple[bytes, Callable[[Any], None]]] = []
         for block_id, queue in list(self._rooms.items()):
             if queue.held or queue.in_flight or not queue.updates:
                 continue
@@ -134,11 +135,13 @@ class Outbox:
             )
             queue.in_flight = True
             self._in_flight += 1
-            self._pipe.send(command, self._on_reply(block_id, queue, batch))
+            out.append((command, self._on_reply(block_id, queue, batch)))
         awareness, self._awareness = self._awareness, []
         for channel, data in awareness:
             self._in_flight += 1
-            self._pipe.send(encode_command("PUBLISH", channel, data), self._on_published_awareness)
+            out.append((encode_command("PUBLISH", channel, data), self._on_published_awareness))
+        if out:
+            self._pipe.send_many(out)
         self._check_idle()
 
     def _on_reply(self, block_id: str, queue: _Queue, batch: list[bytes]) -> Callable[[Any], None]:

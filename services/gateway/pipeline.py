@@ -125,6 +125,16 @@ class Pipeline:
         conn.pending.append(callback)
         conn.transport.write(command)
 
+    def send_many(self, commands: list[tuple[bytes, Callback]]) -> None:
+        """Several commands in one write (one syscall)."""
+        conn = self._conn
+        if conn is None or conn.lost or conn.transport is None:
+            for _, callback in commands:
+                callback(ConnectionError("redis not connected"))
+            return
+        conn.pending.extend(callback for _, callback in commands)
+        conn.transport.write(b"".join(command for command, _ in commands))
+
     def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:
             self._conn.transport.close()

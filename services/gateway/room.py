@@ -357,7 +357,12 @@ class RoomCore:
         if self._solution is None or not self._text_dirty:
             return None
         self._text_dirty = False
-        match = normalize_code(str(self.text)) == self._solution
+        # Normalising only removes characters: a text shorter than the solution cannot
+        # match, and that costs no copy of the text.
+        if len(self.text) < len(self._solution):
+            match = False
+        else:
+            match = normalize_code(str(self.text)) == self._solution
         if match == self.solved:
             return None
         self.solved = match

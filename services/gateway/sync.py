@@ -41,7 +41,7 @@ class RoomSync:
         block_id = self.hub.keys.room_from_channel(channel_or_block) or channel_or_block
         handle = self.hub.rooms.get(block_id)
         kind = data[:1]
-        self.hub.metrics.redis_messages.labels(kind.decode(errors="replace")).inc()
+        self.hub.metrics.redis_messages[kind] += 1
         if handle is None or handle.closed:
             return
         core = handle.core
