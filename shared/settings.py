@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         le=300,
         description="Heartbeat age after which a gateway is reaped (its members removed).",
     )
+    keepalive_seconds: float = Field(
+        30.0, gt=0, le=600, description="Ping interval; a socket that misses a ping is closed."
+    )
     block_cache_seconds: float = Field(30.0, ge=0, description="How long a block is cached.")
     max_frame_bytes: int = Field(262144, ge=1024, description="Largest websocket frame.")
     max_doc_bytes: int = Field(1048576, ge=4096, description="Largest room document.")

@@ -125,6 +125,7 @@ class Gateway:
     async def start(self) -> Server:
         self.relay.start()
         self.housekeeper.start()
+        self._keepalive = asyncio.create_task(self.hub.keepalive(), name="keepalive")
         self.gate.start()
         s = self.settings
         return await serve(
@@ -135,8 +136,7 @@ class Gateway:
             compression=None,
             max_size=s.max_frame_bytes,
             max_queue=64,
-            ping_interval=30,
-            ping_timeout=30,
+            ping_interval=None,  # Hub.keepalive pings every socket from one task
             close_timeout=2,
             server_header=None,
         )
@@ -150,6 +150,7 @@ class Gateway:
         except TimeoutError:
             log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
         await self.hub.archiver.wait(2.0)
+        self._keepalive.cancel()
         await self.housekeeper.stop()
         await self.hub.outbox.stop()
         await self.relay.stop()

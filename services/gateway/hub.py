@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from redis.asyncio import Redis
@@ -497,6 +497,28 @@ class Hub:
         if result.mentor:
             self.archiver.archive(block_id, result, reason)
         return "closed"
+
+    async def keepalive(self) -> None:
+        """Ping every socket each KEEPALIVE_SECONDS; close those that did not answer the last.
+
+        One loop for the whole gateway instead of websockets' task per connection (each
+        task and its timer cost memory on every idle socket)."""
+        waiters: dict[ServerConnection, asyncio.Future[float]] = {}
+        while True:
+            await asyncio.sleep(self.settings.keepalive_seconds)
+            sockets = [ws for h in list(self.rooms.values()) for ws in list(h.sockets.values())]
+            previous, waiters = waiters, {}
+            for ws in sockets:
+                if ws.protocol.state is not State.OPEN:
+                    continue
+                waiter = previous.get(ws)
+                if waiter is not None and not waiter.done():
+                    self.spawn(self._close(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
+                    continue
+                try:
+                    waiters[ws] = cast(asyncio.Future[float], await ws.ping())
+                except ConnectionClosed:
+                    pass
 
     async def drain(self) -> None:
         """SIGTERM: publish what is pending, then close every socket with 1012."""

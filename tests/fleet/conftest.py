@@ -14,6 +14,7 @@ import pytest
 from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block
 
 GRACE = 1.5
+KEEPALIVE = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ def room_fleet(
         gateways=2,
         redis=redis_server,
         mongo=mongo,
-        env={"MENTOR_GRACE_SECONDS": GRACE, "HEARTBEAT_INTERVAL_SECONDS": 0.5},
+        env={
+            "MENTOR_GRACE_SECONDS": GRACE,
+            "HEARTBEAT_INTERVAL_SECONDS": 0.5,
+            "KEEPALIVE_SECONDS": KEEPALIVE,
+        },
     )
     with fleet:
         yield fleet

@@ -16,7 +16,8 @@ import pytest
 from services.gateway import tokens
 from shared.protocol import CloseCode
 from tests.fleet.classroom import boundaries
-from tests.fleet.conftest import GRACE, Blocks, unique_client
+from tests.fleet.conftest import GRACE, KEEPALIVE, Blocks, unique_client
+from tests.hardening.tools import raw_connect
 from tests.infra import Fleet
 from tests.yclient import RoomClient, wait_for
 
@@ -296,6 +297,23 @@ async def test_bad_tokens_grant_nothing(blocks: Blocks, gw: list[str], room_flee
         assert c.role == "student", what
         await c.close()
     await elsewhere.close()
+
+
+async def test_a_socket_that_never_answers_pings_is_closed(blocks: Blocks, gw: list[str]) -> None:
+    block = blocks.new()
+    mentor = await join(gw[0], block.id)  # answers pings (websockets does)
+    sock = await raw_connect(gw[1], f"/ws/rooms/{block.id}")  # never reads, never pongs
+    await asyncio.sleep(2.5 * KEEPALIVE)
+    code = None
+    async with asyncio.timeout(10):
+        while code is None:
+            op, data = await sock.read_frame()
+            if op == 0x8:
+                code = int.from_bytes(data[:2], "big")
+    sock.abort()
+    assert code == CloseCode.INTERNAL_ERROR  # 1011: reconnect, as for a dead peer
+    assert not mentor.closed.is_set()
+    await mentor.close()
 
 
 # 7. Session archive ---------------------------------------------------------------------
