@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     kind = ("compare" if args.compare else "bench") + ("-quick" if quick else "")
 
     procs = Procs(raw / "logs")
+    # Code snapshot, MongoDB data, rooms files: outside the repository (no stray packages
+    # for linters and type checkers), removed at exit.
+    scratch = Path(tempfile.mkdtemp(prefix=f"coderoom-bench-{stamp}-"))
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
     t0 = time.monotonic()
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         notes: list[str] = []
         needs_coderoom = "coderoom" in targets
         if needs_coderoom:
-            coderoom = Coderoom(procs, redis_server, raw)
+            coderoom = Coderoom(procs, redis_server, scratch)
             code = env.get("BENCH_CODE", "HEAD")
             if code != "live":
                 coderoom.snapshot(code)
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": time.monotonic() - t0,
             "quick": quick,
             "readme": args.compare and not quick,
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "results": runner.results,
         }
         (raw / "session.json").write_text(json.dumps(session))
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         if runner is not None:
             runner.kill_all()
         procs.stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def finish(session: dict[str, Any], out_dir: Path) -> int:
@@ -213,6 +220,7 @@ def finish(session: dict[str, Any], out_dir: Path) -> int:
         session["elapsed_s"],
         session["quick"],
         update_readme=session["readme"],
+        finished=session.get("finished", ""),
     )
     shown = [str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f) for f in files]
     say("\n" + summary)

@@ -40,6 +40,7 @@ def write(
     elapsed: float,
     quick: bool,
     update_readme: bool,
+    finished: str = "",
 ) -> tuple[list[Path], str]:
     """Write the files; return them and a console summary (ratios and targets)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def write(
     peers = [p for p in PEERS if p in target_names]
     rat = ratios(merged, peers)
     verdicts = targets(merged, rat, caps, split_m)
-    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    date = finished or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     png = latency_plot(
         merged,
         TRAFFIC,
@@ -188,7 +189,12 @@ def readme(
         START,
         f"## Latest side-by-side ({date}, `make bench-compare`)",
         "",
-        f"Machine: {machine_line(machine)} Full results: [{rel}/{md.name}]({rel}/{md.name}).",
+        f"Machine: {machine_line(machine)} Full results: [{rel}/{md.name}]({rel}/{md.name})"
+        + (
+            f"; reading: [{rel}/notes.md]({rel}/notes.md)."
+            if (out_dir / "notes.md").exists()
+            else "."
+        ),
         "",
         noise(merged),
         "",

@@ -28,21 +28,21 @@ def latency_plot(
         items = [(t, merged[f"{t}/{sc}"]) for t in targets if f"{t}/{sc}" in merged]
         if items and items[0][1]["p99"] is not None:
             panels.append((f"{sc}: edit → delivery", items, ""))
-    for m in caps:
-        if m["join_p95"] is not None:
-            probe = {
+    joins = [
+        (
+            f"{m['connected']} held",
+            {
                 "p50": m["join_p50"],
                 "p95": m["join_p95"],
                 "p99": m["join_p99"],
-                "p99_runs": [],
-            }
-            panels.append(
-                (
-                    f"join 2 KB room, {m['connected']} held",
-                    [("coderoom\n1 gateway", probe)],
-                    "join_",
-                )
-            )
+                "other_cpu_pct": m["other_cpu_pct"],
+            },
+        )
+        for m in caps
+        if m["join_p95"] is not None
+    ]
+    if joins:
+        panels.append(("join 2 KB room, ONE gateway", joins, ""))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 4.2), squeeze=False)
