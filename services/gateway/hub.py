@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -169,12 +170,16 @@ class Hub:
         assert ws.request is not None
         path, _, query = ws.request.path.partition("?")
         block_id = path[len(ROOM_PATH) :]
+        ip = self.client_address(ws)
+        # The handshake's headers and response are not needed any more (websockets keeps
+        # the request object itself to tell the handshake from later frames).
+        ws.request.headers = Headers()
+        ws.response = None
         try:
             params = parse_qs(query, keep_blank_values=True, max_num_fields=20)
         except ValueError:
             await self._close(ws, CloseCode.BAD_REQUEST, "too many query parameters")
             return
-        ip = self.client_address(ws)
         limit = self.settings.max_connections_per_ip
         if limit and self._per_ip.get(ip, 0) >= limit:
             await self._close(ws, CloseCode.RATE_LIMITED, "too many connections")

@@ -3,7 +3,8 @@
 Every gateway runs this loop each ``HEARTBEAT_INTERVAL_SECONDS``:
 1. heartbeat: ``ZADD gateways <now> <id>``;
 2. notice a Redis that lost its data (its run id changed) and resync every room;
-3. catch up rooms whose log is ahead of what this gateway applied (a lost last message);
+3. every third tick, catch up rooms whose log is ahead of what this gateway applied (a
+   lost last message: the only loss the sequence numbers on the channel cannot reveal);
 4. reap gateways silent for ``GATEWAY_DEAD_AFTER_SECONDS``: remove their members from
    every room they served (counts corrected, a mentor's grace started);
 5. close rooms whose mentor's grace is over (atomic in Redis: exactly one gateway wins).
@@ -23,6 +24,10 @@ from services.gateway.scripts import now_ms
 
 log = logging.getLogger(__name__)
 
+# The periodic "is the room log ahead of us?" check costs two commands per served room;
+# gaps are normally seen at once on the channel, so it is only a safety net.
+CHECK_ROOMS_EVERY = 3
+
 
 def _text(raw: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -35,6 +40,7 @@ class Housekeeper:
         self.redis = hub.redis
         self.keys = hub.keys
         self._run_id: str | None = None
+        self._ticks = 0
         self._task: asyncio.Task[None] | None = None
         self.redis_ok = False
 
@@ -80,7 +86,9 @@ class Housekeeper:
             await hub.sync.resync_all()
         self._run_id = run_id
         await hub.sync.resync_pending()
-        await hub.sync.check_rooms()
+        self._ticks += 1
+        if self._ticks % CHECK_ROOMS_EVERY == 0:
+            await hub.sync.check_rooms()
         await self.reap()
         await self.sweep()
 
