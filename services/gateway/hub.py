@@ -187,7 +187,9 @@ class Hub:
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self.metrics.connections.inc()
         try:
-            await self._serve(ws, block_id, params)
+            client, role, token = (_param(params, k) for k in ("client", "role", "token"))
+            del params
+            await self._serve(ws, block_id, client, role == "watcher", token)
         finally:
             self.metrics.connections.dec()
             left = self._per_ip[ip] - 1
@@ -197,7 +199,7 @@ class Hub:
                 del self._per_ip[ip]
 
     async def _serve(
-        self, ws: ServerConnection, block_id: str, params: dict[str, list[str]]
+        self, ws: ServerConnection, block_id: str, client: str, watcher: bool, token: str
     ) -> None:
         if self.shutting_down:
             await self._close(ws, CloseCode.SERVICE_RESTART, "gateway shutting down")
@@ -210,11 +212,9 @@ class Hub:
         if block is None:
             await self._close(ws, CloseCode.UNKNOWN_BLOCK, "unknown code block")
             return
-        client_id = _param(params, "client")[:MAX_CLIENT_ID] or secrets.token_hex(8)
+        client_id = client[:MAX_CLIENT_ID] or secrets.token_hex(8)
         if not client_id.isprintable() or "\x00" in client_id:
             client_id = secrets.token_hex(8)
-        watcher = _param(params, "role") == "watcher"
-        token = _param(params, "token")
         claimed = ""
         if token and self.secret:
             claimed = (
@@ -290,6 +290,8 @@ class Hub:
                 counts = handle.presence
             if counts is not None:
                 self.send(ws, presence_frame(counts))
+            # What the join needed is not kept alive for the socket's whole life.
+            del block, joined, counts, resume, token, claimed, client
             await self._read(ws, handle, member_id)
         finally:
             await self._leave(block_id, handle, member_id)
