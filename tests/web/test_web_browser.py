@@ -519,12 +519,12 @@ def test_pages_have_no_serious_accessibility_violations(
     room = f"/blocks/{new_block()['id']}"
     lobby = people.open("/")
     mentor = people.open(room)
+    joined(mentor, "mentor")  # before the student opens the room: the first one in is mentor
     student = people.open(room)
+    joined(student, "student")
     for person in (lobby, mentor, student):
         person.page.emulate_media(color_scheme=scheme)
     expect(lobby.page.locator("#blocks li").first).to_be_visible()
-    joined(mentor, "mentor")
-    joined(student, "student")
     type_at_end(student, "// hello")
     wait_text(mentor, lambda t: "// hello" in t)
     found = {
