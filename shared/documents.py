@@ -8,26 +8,12 @@ block (what an admin or the seed file supplies), validated the same way everywhe
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from beanie import Document
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-LANGUAGES = (
-    "javascript",
-    "typescript",
-    "python",
-    "java",
-    "c",
-    "cpp",
-    "go",
-    "rust",
-    "html",
-    "css",
-    "sql",
-    "text",
-)
 Language = Literal[
     "javascript",
     "typescript",
@@ -42,6 +28,7 @@ Language = Literal[
     "sql",
     "text",
 ]
+LANGUAGES: tuple[str, ...] = get_args(Language)
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
