@@ -52,7 +52,7 @@ class RoomClient:
         self.token = token
         self.origin = origin
         self.name = name
-        self.doc = Doc()
+        self.doc: Doc[Text] = Doc()
         self.text = self.doc.get("code", type=Text)
         self.ws: ClientConnection | None = None
         self.events: list[dict[str, Any]] = []
@@ -242,7 +242,7 @@ class RoomClient:
     def last(self, kind: str) -> dict[str, Any] | None:
         for event in reversed(self.events):
             if event["type"] == kind:
-                return event
+                return dict(event)
         return None
 
     def count(self, kind: str) -> int:
