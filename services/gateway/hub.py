@@ -103,7 +103,8 @@ class Hub:
             self.on_published,
             self.on_publish_lost,
         )
-        self.awareness_tag = b"A" + self.id.encode() + b"\x00"
+        self.id_bytes = self.id.encode()  # compared with the origin of every channel message
+        self.awareness_tag = b"A" + self.id_bytes + b"\x00"
         self.sync = RoomSync(self)
 
     # --- small helpers -------------------------------------------------------------
@@ -424,7 +425,7 @@ class Hub:
         handle.loaded.set()
         self.sync.schedule_solved(handle)
         # Awareness is not logged: ask the other gateways for their members' states.
-        self.outbox.awareness(channel, b"Q" + self.id.encode())
+        self.outbox.awareness(channel, b"Q" + self.id_bytes)
         return handle
 
     async def _drop_room(self, block_id: str, handle: RoomHandle) -> None:

@@ -52,14 +52,14 @@ class RoomSync:
             origin, epoch, seq_text, update = data[1:].split(b"\x00", 3)
             if epoch.decode() != core.epoch:
                 # Redis lost the room and someone re-seeded it: apply, then resync.
-                if origin != self.hub.id.encode():
+                if origin != self.hub.id_bytes:
                     self.hub.fanout(handle, core.apply_foreign_update(update))
                     self.schedule_solved(handle)
                 handle.needs_resync = True
                 return
             before = core.applied_seq
             frame, gap = core.apply_remote_update(
-                int(seq_text), update, origin == self.hub.id.encode()
+                int(seq_text), update, origin == self.hub.id_bytes
             )
             if frame is not None:
                 self.hub.fanout(handle, frame)
@@ -69,13 +69,13 @@ class RoomSync:
                 self.hub.spawn(self.catch_up(handle))
         elif kind == b"A":
             origin, update = data[1:].split(b"\x00", 1)
-            if origin != self.hub.id.encode():
+            if origin != self.hub.id_bytes:
                 frame = core.apply_remote_awareness(update)
                 if frame is not None:
                     self.hub.fanout(handle, frame)
         elif kind == b"Q":
             # Another gateway started serving the room: tell it who is here.
-            if data[1:] != self.hub.id.encode():
+            if data[1:] != self.hub.id_bytes:
                 mine = core.local_awareness()
                 if mine is not None:
                     channel = self.hub.keys.room(block_id).channel
