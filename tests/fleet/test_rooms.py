@@ -28,6 +28,16 @@ async def join(url: str, block_id: str, **kw: object) -> RoomClient:
     return await RoomClient(url, block_id, **kw).connect()  # type: ignore[arg-type]
 
 
+async def mentor_two_students_watcher(gw: list[str], block_id: str) -> list[RoomClient]:
+    """A mentor, two students and a watcher, alternating between two gateways."""
+    return [
+        await join(gw[0], block_id),
+        await join(gw[1], block_id),
+        await join(gw[0], block_id),
+        await join(gw[1], block_id, role="watcher"),
+    ]
+
+
 async def close_all(*clients: RoomClient) -> None:
     await asyncio.gather(*(c.close() for c in clients))
 
@@ -142,11 +152,7 @@ def presence(client: RoomClient) -> tuple[bool, int, int] | None:
 
 async def test_presence_reaches_everyone_on_every_change(blocks: Blocks, gw: list[str]) -> None:
     block = blocks.new()
-    mentor = await join(gw[0], block.id)
-    s1 = await join(gw[1], block.id)
-    s2 = await join(gw[0], block.id)
-    w = await join(gw[1], block.id, role="watcher")
-    everyone = [mentor, s1, s2, w]
+    mentor, s1, s2, w = everyone = await mentor_two_students_watcher(gw, block.id)
     await wait_for(lambda: all(presence(c) == (True, 2, 1) for c in everyone), 5)
     await s2.close()
     rest = [mentor, s1, w]
@@ -193,11 +199,7 @@ async def test_late_joiner_on_a_new_gateway_sees_who_is_there(
 
 async def test_solved_once_per_match_for_everyone(blocks: Blocks, gw: list[str]) -> None:
     block = blocks.new()
-    mentor = await join(gw[0], block.id)
-    s1 = await join(gw[1], block.id)
-    s2 = await join(gw[0], block.id)
-    w = await join(gw[1], block.id, role="watcher")
-    everyone = [mentor, s1, s2, w]
+    mentor, s1, s2, w = everyone = await mentor_two_students_watcher(gw, block.id)
     # Line endings and trailing whitespace do not matter.
     s1.set_text(block.solution.replace("\n", "  \r\n") + "\n\n")
     await wait_for(lambda: all(c.count("solved") == 1 for c in everyone), 5)
