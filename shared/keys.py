@@ -8,6 +8,7 @@ Pure functions: no I/O, no f-string key anywhere else in the code base.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,9 @@ class Keys:
 
     prefix: str = "coderoom"
 
+    @lru_cache(maxsize=16384)  # noqa: B019 - Keys instances live as long as the process
     def room(self, block_id: str) -> RoomKeys:
+        """The keys of one room (cached: they are looked up for every message)."""
         tag = f"{self.prefix}:{{room:{block_id}}}"
         return RoomKeys(
             state=f"{tag}:state",
