@@ -12,6 +12,8 @@ import http
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -23,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from services.gateway.archive import Archiver
 from services.gateway.blocks import BlockSource
+from services.gateway.connection import RoomConnection
 from services.gateway.hub import ROOM_PATH, Hub
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.presence import Housekeeper
@@ -128,8 +131,10 @@ class Gateway:
         self._keepalive = asyncio.create_task(self.hub.keepalive(), name="keepalive")
         self.gate.start()
         s = self.settings
+        # Every connection is a RoomConnection (create_connection below).
+        handler = cast(Callable[[ServerConnection], Awaitable[None]], self.hub.handle)
         return await serve(
-            self.hub.handle,
+            handler,
             s.host,
             s.port,
             process_request=self.process_request,
@@ -139,6 +144,7 @@ class Gateway:
             ping_interval=None,  # Hub.keepalive pings every socket from one task
             close_timeout=2,
             server_header=None,
+            create_connection=RoomConnection,
         )
 
     async def shutdown(self, server: Server) -> None:

@@ -20,7 +20,6 @@ from urllib.parse import parse_qs
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -28,6 +27,7 @@ from websockets.protocol import State
 from services.gateway import tokens
 from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
+from services.gateway.connection import RoomConnection
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.pipeline import Pipeline
@@ -54,7 +54,7 @@ class RoomGone(Exception):
 class RoomHandle:
     block: Block
     core: RoomCore | None = None  # None until loaded from Redis
-    sockets: dict[str, ServerConnection] = field(default_factory=dict)
+    sockets: dict[str, RoomConnection] = field(default_factory=dict)
     early: list[bytes] = field(default_factory=list)  # channel messages before the load
     compacting: bool = False
     catching_up: bool = False
@@ -93,7 +93,7 @@ class Hub:
         self._member_seq = 0
         self._per_ip: dict[str, int] = {}
         self._opening: dict[str, asyncio.Future[RoomHandle]] = {}
-        self._slow: set[ServerConnection] = set()
+        self._slow: set[RoomConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
         self.outbox = Outbox(
@@ -114,7 +114,7 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def send(self, ws: ServerConnection, frame: bytes) -> None:
+    def send(self, ws: RoomConnection, frame: bytes) -> None:
         """Write one message now, without waiting; close the socket if it fell behind."""
         self._write(ws, ws_frame(frame))
         self.metrics.messages_out += 1
@@ -131,7 +131,7 @@ class Hub:
         if sent:
             self.metrics.messages_out += sent
 
-    def _write(self, ws: ServerConnection, wire: bytes) -> None:
+    def _write(self, ws: RoomConnection, wire: bytes) -> None:
         # Server frames are unmasked and we never fragment or compress, so one encoded
         # frame serves every socket; websockets' own writes (pings, close) are whole
         # frames too, so nothing interleaves. A socket that is not open gets nothing.
@@ -144,20 +144,20 @@ class Hub:
                 self._slow.add(ws)
                 self.spawn(self._close_slow(ws))
 
-    async def _close_slow(self, ws: ServerConnection) -> None:
+    async def _close_slow(self, ws: RoomConnection) -> None:
         try:
             await self._close(ws, CloseCode.SLOW_CONSUMER, "too far behind")
         finally:
             self._slow.discard(ws)
 
-    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+    async def _close(self, ws: RoomConnection, code: int, reason: str) -> None:
         self.metrics.closes.labels(str(code)).inc()
         try:
             await ws.close(code, reason)
         except ConnectionClosed:
             pass
 
-    def client_address(self, ws: ServerConnection) -> str:
+    def client_address(self, ws: RoomConnection) -> str:
         if self.settings.trust_proxy_headers:
             forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
             if forwarded:
@@ -166,7 +166,7 @@ class Hub:
         return str(peer[0]) if peer else "?"
 
     # --- one socket -----------------------------------------------------------------
-    async def handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: RoomConnection) -> None:
         """The whole life of one room socket."""
         assert ws.request is not None
         path, _, query = ws.request.path.partition("?")
@@ -200,7 +200,7 @@ class Hub:
                 del self._per_ip[ip]
 
     async def _serve(
-        self, ws: ServerConnection, block_id: str, client: str, watcher: bool, token: str
+        self, ws: RoomConnection, block_id: str, client: str, watcher: bool, token: str
     ) -> None:
         if self.shutting_down:
             await self._close(ws, CloseCode.SERVICE_RESTART, "gateway shutting down")
@@ -297,27 +297,52 @@ class Hub:
         finally:
             await self._leave(block_id, handle, member_id)
 
-    async def _read(self, ws: ServerConnection, handle: RoomHandle, member_id: str) -> None:
+    async def _read(self, ws: RoomConnection, handle: RoomHandle, member_id: str) -> None:
+        """Read the socket until it closes or must be closed.
+
+        Whole binary frames arrive through ``ws.on_message`` straight from the event
+        loop's read callback (services/gateway/connection.py); ``async for`` sees only
+        what queued behind the socket's join or came otherwise framed."""
         core = handle.core
         assert core is not None
+        metrics = self.metrics
+
+        def stop(code: int | None = None, reason: str = "") -> None:
+            # Nothing more is read; the handler returns once the socket has closed.
+            ws.on_message = _ignore
+            if code is not None:
+                self.spawn(self._close(ws, code, reason))
+
+        def receive(frame: bytes | str) -> None:
+            metrics.messages_in += 1
+            if handle.closed:
+                stop()  # room-closed and 4410 are on their way (close_local)
+            elif isinstance(frame, str):
+                stop(CloseCode.BAD_REQUEST, "text frames are not allowed")
+            else:
+                try:
+                    effects = core.receive(member_id, frame, time.monotonic())
+                    self._carry_out(handle, member_id, ws, effects)
+                except Exception:
+                    log.exception("a message from %s failed", member_id)
+                    stop(CloseCode.INTERNAL_ERROR, "internal error")
+                    return
+                if effects.close is not None:
+                    stop(effects.close, effects.reason)
+
+        ws.on_message = receive
         try:
             async for frame in ws:
-                self.metrics.messages_in += 1
-                if handle.closed:
-                    return  # room-closed and 4410 are on their way (_close_local)
-                if isinstance(frame, str):
-                    await self._close(ws, CloseCode.BAD_REQUEST, "text frames are not allowed")
-                    return
-                effects = core.receive(member_id, frame, time.monotonic())
-                self._carry_out(handle, member_id, ws, effects)
-                if effects.close is not None:
-                    await self._close(ws, effects.close, effects.reason)
-                    return
+                ws.backlog -= 1
+                if ws.on_message is receive:
+                    receive(frame)
         except ConnectionClosed:
             pass
+        finally:
+            ws.on_message = None
 
     def _carry_out(
-        self, handle: RoomHandle, member_id: str, ws: ServerConnection, effects: Effects
+        self, handle: RoomHandle, member_id: str, ws: RoomConnection, effects: Effects
     ) -> None:
         for frame in effects.reply:
             self.send(ws, frame)
@@ -511,7 +536,7 @@ class Hub:
 
         One loop for the whole gateway instead of websockets' task per connection (each
         task and its timer cost memory on every idle socket)."""
-        waiters: dict[ServerConnection, asyncio.Future[float]] = {}
+        waiters: dict[RoomConnection, asyncio.Future[float]] = {}
         while True:
             await asyncio.sleep(self.settings.keepalive_seconds)
             sockets = [ws for h in list(self.rooms.values()) for ws in list(h.sockets.values())]
@@ -538,6 +563,10 @@ class Hub:
             for ws in list(handle.sockets.values())
         ]
         await asyncio.gather(*closing, return_exceptions=True)
+
+
+def _ignore(frame: bytes) -> None:
+    """Reads nothing more from a socket that is being closed."""
 
 
 class _NoSocket:

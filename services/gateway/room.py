@@ -55,8 +55,9 @@ def normalize_code(code: str) -> str:
     """The solved rule: line endings unified, trailing whitespace of every line and
     trailing blank lines ignored. Everything else (indentation, blank lines inside)
     counts."""
-    lines = code.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).rstrip("\n")
+    if "\r" in code:
+        code = code.replace("\r\n", "\n").replace("\r", "\n")
+    return "\n".join([line.rstrip() for line in code.split("\n")]).rstrip("\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,11 +359,12 @@ class RoomCore:
             return None
         self._text_dirty = False
         # Normalising only removes characters: a text shorter than the solution cannot
-        # match, and that costs no copy of the text.
-        if len(self.text) < len(self._solution):
-            match = False
-        else:
-            match = normalize_code(str(self.text)) == self._solution
+        # match, and one equal to it needs no normalising.
+        text = str(self.text)
+        solution = self._solution
+        match = len(text) >= len(solution) and (
+            text == solution or normalize_code(text) == solution
+        )
         if match == self.solved:
             return None
         self.solved = match

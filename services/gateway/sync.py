@@ -58,12 +58,14 @@ class RoomSync:
                 handle.needs_resync = True
                 return
             before = core.applied_seq
-            frame, gap = core.apply_remote_update(
-                int(seq_text), update, origin == self.hub.id_bytes
-            )
+            own = origin == self.hub.id_bytes
+            frame, gap = core.apply_remote_update(int(seq_text), update, own)
             if frame is not None:
                 self.hub.fanout(handle, frame)
-            if core.applied_seq != before or frame is not None:
+            if own and core.applied_seq != before:
+                # The gateway that published an update checks the text once the update
+                # is back in sequence: by then it holds every update up to it, so the
+                # last update of a room is always checked, and once, fleet-wide.
                 self.schedule_solved(handle)
             if gap and not handle.catching_up:
                 self.hub.spawn(self.catch_up(handle))
@@ -235,3 +237,7 @@ class RoomSync:
                 handle.needs_resync = True
             elif int(seq) > core.applied_seq:
                 self.hub.spawn(self.catch_up(handle))
+            else:
+                # Updates from other gateways are checked by their publisher; should it
+                # have gone before its update came back, the text is checked here.
+                self.schedule_solved(handle)

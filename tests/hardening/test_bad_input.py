@@ -23,7 +23,15 @@ from shared.protocol import CloseCode
 from shared.yvalidate import encode_var_uint
 from tests.fleet.conftest import Blocks
 from tests.hardening.conftest import SMALL_LIMITS
-from tests.hardening.tools import raw_connect, rss_mib
+from tests.hardening.tools import (
+    OP_BINARY,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    frame,
+    raw_connect,
+    rss_mib,
+)
 from tests.infra import Fleet
 from tests.yclient import RoomClient, wait_for
 
@@ -244,6 +252,66 @@ async def test_paths_outside_ws_rooms_are_http_404_json(hgw: list[str], path: st
     assert sock.handshake.status == 404, sock.handshake
     assert sock.handshake.headers["content-type"] == "application/json"
     assert orjson.loads(sock.handshake.body)["error"]["code"] == "not_found"
+
+
+def _appends(n: int, client_id: int) -> list[bytes]:
+    """``n`` Yjs updates from one client, each appending a numbered mark to ``code``."""
+    doc: Doc[Text] = Doc(client_id=client_id)
+    text = doc.get("code", type=Text)
+    out = []
+    for i in range(n):
+        before = doc.get_state()
+        text += f"[{i}]"
+        out.append(doc.get_update(before))
+    return out
+
+
+def _fragmented(message: bytes) -> bytes:
+    """One message as three frames, a ping between the first two."""
+    a, b = len(message) // 3, 2 * len(message) // 3
+    return (
+        frame(message[:a], OP_BINARY, fin=False)
+        + frame(b"p", OP_PING)
+        + frame(message[a:b], OP_CONT, fin=False)
+        + frame(message[b:], OP_CONT, fin=True)
+    )
+
+
+async def test_messages_keep_their_order_whatever_their_framing(
+    room: Room, hgw: list[str]
+) -> None:
+    """Whole binary frames take the gateway's direct path, everything else websockets'
+    queue: sent before the join is done, fragmented, interleaved with pings, every
+    message still reaches the others once and in the order it was sent."""
+    listener = await raw_connect(hgw[0], f"/ws/rooms/{room.block_id}?role=watcher")
+    await listener.read_until("welcome")
+    messages = [protocol.sync_update(u) for u in _appends(12, 777_001)]
+    sender = await raw_connect(hgw[0], f"/ws/rooms/{room.block_id}")
+    assert sender.open
+    # Before the welcome (the socket is still joining): whole, fragmented, whole, whole.
+    m = messages
+    sender.send_nowait(frame(m[0]) + _fragmented(m[1]) + frame(m[2]) + frame(m[3]))
+    await sender.read_until("welcome")
+    # In the room, in one write: whole, fragmented, whole, whole; then one write each.
+    sender.send_nowait(frame(m[4]) + _fragmented(m[5]) + frame(m[6]) + frame(m[7]))
+    for message in m[8:]:
+        sender.send_nowait(_fragmented(message) if message is m[10] else frame(message))
+        await asyncio.sleep(0.01)
+    wanted = set(messages)
+    got: list[bytes] = []
+    async with asyncio.timeout(10):
+        while len(got) < len(messages):
+            op, data = await listener.read_frame()
+            if op == OP_PING:
+                listener.send_nowait(frame(data, OP_PONG))
+            elif data in wanted:
+                got.append(data)
+    print(f"{len(got)} messages relayed; order kept: {got == messages}")
+    assert got == messages
+    assert "".join(f"[{i}]" for i in range(12)) in room.mentor.value
+    sender.abort()
+    listener.abort()
+    await room.still_works()
 
 
 async def test_gateway_rss_flat_after_the_module(hfleet: Fleet, rss_start: float) -> None:

@@ -21,7 +21,7 @@ from shared import protocol
 from shared.protocol import MessageType
 from shared.yvalidate import read_var_uint
 
-OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 NO_CLOSE = 1006  # the connection ended without a close frame
 NO_ANSWER = -1  # nothing (no close, no EOF) within the timeout: the server hangs
 
