@@ -1,47 +1,62 @@
 """The room socket: websockets' server connection with a synchronous message path.
 
 websockets hands every received message to an assembler queue that the connection's
-handler task awaits: a future, a task wake-up and a coroutine round per message. A room
-socket's messages are small, whole binary frames; once the socket is in its room
-(``on_message`` set) and nothing is waiting in the queue, ``RoomConnection`` gives such
-a frame to ``on_message`` in the same event-loop callback that read it. Anything else (a
+handler task awaits: a future, a task wake-up and a coroutine round per message, and an
+``async for`` chain of coroutines kept alive on every idle socket. A room socket's
+messages are small, whole binary frames; once the socket is in its room (``listener``
+set) and nothing is waiting in the queue, ``RoomConnection`` gives such a frame to
+``listener.message`` in the same event-loop callback that read it. Anything else (a
 message that arrived before the socket joined, a text frame, a fragmented message) takes
 websockets' ordinary path and counts in ``backlog`` until the handler has read it with
-``async for``; while the backlog is not empty every message queues behind it, so
-messages never overtake each other.
+``recv``; while the backlog is not empty every message queues behind it, so messages
+never overtake each other. ``listener.wake`` tells the handler that something queued or
+that the connection is gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
-OnMessage = Callable[[bytes], None]
+
+class Listener(Protocol):
+    def message(self, data: bytes) -> None: ...
+    def wake(self) -> None: ...
+
+
 _BINARY = Opcode.BINARY
-_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+_TEXT = Opcode.TEXT
 
 
 class RoomConnection(ServerConnection):
-    on_message: OnMessage | None = None  # set while the handler reads the room socket
-    backlog = 0  # whole messages queued for ``async for`` and not read yet
-    _fragmented = False  # a fragmented message is being received
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, in this order, for every socket: attributes added later or in
+        # another order cost each socket its own attribute dict (about 2 KB).
+        self.listener: Listener | None = None  # set while the handler reads the room
+        self.backlog = 0  # messages queued for ``recv`` (or arriving) and not read
 
     def process_event(self, event: Event) -> None:
         if type(event) is Frame:
             opcode = event.opcode
-            if opcode is _BINARY and event.fin and not self.backlog and not self._fragmented:
-                on_message = self.on_message
-                if on_message is not None:
+            if opcode is _BINARY and event.fin and not self.backlog:
+                listener = self.listener
+                if listener is not None:
                     data = event.data
-                    on_message(data if type(data) is bytes else bytes(data))
+                    listener.message(data if type(data) is bytes else bytes(data))
                     return
-            if opcode in _DATA:
-                if event.fin:
-                    self.backlog += 1
-                    self._fragmented = False
-                else:
-                    self._fragmented = True
+            if opcode is _BINARY or opcode is _TEXT:
+                self.backlog += 1  # a message starts (whole, or its first fragment)
+                super().process_event(event)
+                if self.listener is not None:
+                    self.listener.wake()
+                return
         super().process_event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.listener is not None:
+            self.listener.wake()

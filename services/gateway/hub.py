@@ -298,50 +298,37 @@ class Hub:
             await self._leave(block_id, handle, member_id)
 
     async def _read(self, ws: RoomConnection, handle: RoomHandle, member_id: str) -> None:
-        """Read the socket until it closes or must be closed.
+        """Read the socket until it closes.
 
-        Whole binary frames arrive through ``ws.on_message`` straight from the event
-        loop's read callback (services/gateway/connection.py); ``async for`` sees only
-        what queued behind the socket's join or came otherwise framed."""
-        core = handle.core
-        assert core is not None
-        metrics = self.metrics
-
-        def stop(code: int | None = None, reason: str = "") -> None:
-            # Nothing more is read; the handler returns once the socket has closed.
-            ws.on_message = _ignore
-            if code is not None:
-                self.spawn(self._close(ws, code, reason))
-
-        def receive(frame: bytes | str) -> None:
-            metrics.messages_in += 1
-            if handle.closed:
-                stop()  # room-closed and 4410 are on their way (close_local)
-            elif isinstance(frame, str):
-                stop(CloseCode.BAD_REQUEST, "text frames are not allowed")
-            else:
-                try:
-                    effects = core.receive(member_id, frame, time.monotonic())
-                    self._carry_out(handle, member_id, ws, effects)
-                except Exception:
-                    log.exception("a message from %s failed", member_id)
-                    stop(CloseCode.INTERNAL_ERROR, "internal error")
-                    return
-                if effects.close is not None:
-                    stop(effects.close, effects.reason)
-
-        ws.on_message = receive
+        Whole binary frames reach the ``_Reader`` straight from the event loop's read
+        callback (services/gateway/connection.py); the handler only waits, and reads
+        with ``recv`` what queued behind the socket's join or came otherwise framed."""
+        assert handle.core is not None
+        reader = _Reader(self, ws, handle, handle.core, member_id)
+        ws.listener = reader
+        loop = asyncio.get_running_loop()
         try:
-            async for frame in ws:
-                ws.backlog -= 1
-                if ws.on_message is receive:
-                    receive(frame)
+            while ws.protocol.state is not State.CLOSED:
+                if ws.backlog:
+                    frame = await ws.recv()
+                    ws.backlog -= 1
+                    reader.message(frame)
+                else:
+                    reader.waiter = loop.create_future()
+                    await reader.waiter
         except ConnectionClosed:
             pass
         finally:
-            ws.on_message = None
+            ws.listener = None
+            reader.waiter = None
 
-    def _carry_out(
+    def stop_reading(self, reader: _Reader, code: int | None = None, reason: str = "") -> None:
+        """Nothing more is read from this socket; its handler ends once it has closed."""
+        reader.stopped = True
+        if code is not None:
+            self.spawn(self._close(reader.ws, code, reason))
+
+    def carry_out(
         self, handle: RoomHandle, member_id: str, ws: RoomConnection, effects: Effects
     ) -> None:
         for frame in effects.reply:
@@ -358,7 +345,7 @@ class Hub:
         handle.sockets.pop(member_id, None)
         if handle.core is not None and member_id in handle.core.members:
             effects = handle.core.remove_member(member_id)
-            self._carry_out(handle, member_id, _NO_SOCKET, effects)  # type: ignore[arg-type]
+            self.carry_out(handle, member_id, _NO_SOCKET, effects)  # type: ignore[arg-type]
         await self._forget_member(block_id, member_id)
         if not handle.sockets and self.rooms.get(block_id) is handle:
             await self._drop_room(block_id, handle)
@@ -565,8 +552,46 @@ class Hub:
         await asyncio.gather(*closing, return_exceptions=True)
 
 
-def _ignore(frame: bytes) -> None:
-    """Reads nothing more from a socket that is being closed."""
+class _Reader:
+    """One room socket's messages, as they arrive (``RoomConnection.listener``)."""
+
+    __slots__ = ("core", "handle", "hub", "member_id", "stopped", "waiter", "ws")
+
+    def __init__(
+        self, hub: Hub, ws: RoomConnection, handle: RoomHandle, core: RoomCore, member_id: str
+    ) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.handle = handle
+        self.core = core
+        self.member_id = member_id
+        self.stopped = False  # the socket is being closed: what it sends is dropped
+        self.waiter: asyncio.Future[None] | None = None  # the handler waiting for news
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def message(self, frame: bytes | str) -> None:
+        if self.stopped:
+            return
+        hub = self.hub
+        hub.metrics.messages_in += 1
+        if self.handle.closed:
+            hub.stop_reading(self)  # room-closed and 4410 are on their way (close_local)
+        elif isinstance(frame, str):
+            hub.stop_reading(self, CloseCode.BAD_REQUEST, "text frames are not allowed")
+        else:
+            try:
+                effects = self.core.receive(self.member_id, frame, time.monotonic())
+                hub.carry_out(self.handle, self.member_id, self.ws, effects)
+            except Exception:
+                log.exception("a message from %s failed", self.member_id)
+                hub.stop_reading(self, CloseCode.INTERNAL_ERROR, "internal error")
+                return
+            if effects.close is not None:
+                hub.stop_reading(self, effects.close, effects.reason)
 
 
 class _NoSocket:

@@ -34,9 +34,13 @@ Published = Callable[[str, str, int, int, int], None]  # block, session, seq, by
 Lost = Callable[[str, str, bool], None]  # block, session, closed (else: resync needed)
 
 
+_EMPTY_BULK = b"$0\r\n\r\n"
+
+
 @dataclass(slots=True)
 class _Queue:
     session: str
+    command: bytes  # the room's EVALSHA up to its last argument, the update
     updates: list[bytes] = field(default_factory=list)
     held: bool = False
     in_flight: bool = False
@@ -69,7 +73,12 @@ class Outbox:
     def update(self, block_id: str, session: str, update: bytes) -> None:
         queue = self._rooms.get(block_id)
         if queue is None or queue.session != session:
-            queue = self._rooms[block_id] = _Queue(session)
+            keys = self._store.room_keys(block_id).as_list()
+            # Encoded once per room: every batch only appends its update.
+            command = encode_command(
+                "EVALSHA", self._store.publish_sha, len(keys), *keys, session, self._gateway, b""
+            )
+            queue = self._rooms[block_id] = _Queue(session, command[: -len(_EMPTY_BULK)])
         queue.updates.append(update)
         self._schedule()
 
@@ -121,7 +130,6 @@ class Outbox:
             if self._reconnecting is None or self._reconnecting.done():
                 self._reconnecting = asyncio.create_task(self._reconnect())
             return
-        sha = self._store.publish_sha
         out: list[tuple[bytes, Callable[[Any], None]]] = []
         for block_id, queue in list(self._rooms.items()):
             if queue.held or queue.in_flight or not queue.updates:
@@ -129,10 +137,7 @@ class Outbox:
             batch = queue.updates[:MAX_BATCH]
             del queue.updates[:MAX_BATCH]
             merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
-            keys = self._store.room_keys(block_id).as_list()
-            command = encode_command(
-                "EVALSHA", sha, len(keys), *keys, queue.session, self._gateway, merged
-            )
+            command = b"%s$%d\r\n%s\r\n" % (queue.command, len(merged), merged)
             queue.in_flight = True
             self._in_flight += 1
             out.append((command, self._on_reply(block_id, queue, batch)))
