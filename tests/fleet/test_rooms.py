@@ -212,6 +212,26 @@ async def test_solved_once_per_match_for_everyone(blocks: Blocks, gw: list[str])
     await close_all(*everyone)
 
 
+async def test_solved_when_the_match_takes_edits_racing_on_both_gateways(
+    blocks: Blocks, gw: list[str]
+) -> None:
+    """Only the gateway that published an update checks the text, once the update is
+    back in sequence: when the match needs two edits made at the same moment on two
+    gateways, whichever comes last in the log is checked with both applied."""
+    block = blocks.new()
+    mentor, s1, s2, w = everyone = await mentor_two_students_watcher(gw, block.id)
+    solution = block.solution
+    cut = len(solution) // 2
+    for round_ in range(1, 6):
+        s1.set_text(solution[:cut] + "#" + solution[cut:] + "@")
+        await wait_for(lambda: all(c.value == s1.value for c in everyone), 5)
+        del s1.text[cut : cut + 1]  # s1 (first gateway) removes the '#'
+        del s2.text[len(s2.text) - 1 :]  # s2 (second gateway) the '@', at the same time
+        await wait_for(lambda r=round_: all(c.count("solved") == r for c in everyone), 5)
+        assert all(c.value == solution for c in everyone)
+    await close_all(*everyone)
+
+
 async def test_solution_never_reaches_a_client(blocks: Blocks, gw: list[str]) -> None:
     block = blocks.new(solution="const SECRET_SOLUTION_MARKER = 1;\n")
     frames: list[bytes] = []
