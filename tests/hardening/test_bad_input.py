@@ -277,9 +277,7 @@ def _fragmented(message: bytes) -> bytes:
     )
 
 
-async def test_messages_keep_their_order_whatever_their_framing(
-    room: Room, hgw: list[str]
-) -> None:
+async def test_messages_keep_their_order_whatever_their_framing(room: Room, hgw: list[str]) -> None:
     """Whole binary frames take the gateway's direct path, everything else websockets'
     queue: sent before the join is done, fragmented, interleaved with pings, every
     message still reaches the others once and in the order it was sent."""
