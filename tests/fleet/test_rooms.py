@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -222,12 +223,16 @@ async def test_solved_when_the_match_takes_edits_racing_on_both_gateways(
     mentor, s1, s2, w = everyone = await mentor_two_students_watcher(gw, block.id)
     solution = block.solution
     cut = len(solution) // 2
+
+    def solved_everywhere(times: int) -> Callable[[], bool]:
+        return lambda: all(c.count("solved") == times for c in everyone)
+
     for round_ in range(1, 6):
         s1.set_text(solution[:cut] + "#" + solution[cut:] + "@")
         await wait_for(lambda: all(c.value == s1.value for c in everyone), 5)
         del s1.text[cut : cut + 1]  # s1 (first gateway) removes the '#'
         del s2.text[len(s2.text) - 1 :]  # s2 (second gateway) the '@', at the same time
-        await wait_for(lambda r=round_: all(c.count("solved") == r for c in everyone), 5)
+        await wait_for(solved_everywhere(round_), 5)
         assert all(c.value == solution for c in everyone)
     await close_all(*everyone)
 
