@@ -5,7 +5,8 @@ Starts, in order: MongoDB (the embedded wire server, unless MONGODB_URL is set),
 and the gateways, each as a child process in its own process group whose output is
 prefixed with its name. Ctrl-C or SIGTERM stops them in reverse order (gateways, api,
 redis, mongo): SIGTERM, a deadline, then SIGKILL. A child that dies on its own stops
-everything, and the exit status is then 1.
+everything, and the exit status is then 1. Should the supervisor itself be killed
+(SIGKILL), every child gets SIGTERM from the kernel (Linux's parent-death signal).
 
 Ports and paths: --api-port/API_PORT (8000), --gateway-ports/GATEWAY_PORTS
 (8001,8002), --mongo-port/MONGO_PORT (27018), --redis-port/REDIS_PORT (6399),
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import os
@@ -100,6 +102,24 @@ async def http_ok(port: int, path: str, wait: float = 1.0) -> bool:
     return status.split(b" ")[1:2] == [b"200"]
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A child's pre-exec step: SIGTERM when the supervisor dies, even by SIGKILL (Linux;
+    elsewhere a killed supervisor leaves its children running)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the supervisor died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 @dataclass
 class Child:
     name: str
@@ -127,6 +147,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env={**env, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
+            preexec_fn=_die_with(os.getpid()),
             limit=1 << 20,
         )
         child = Child(name, proc, asyncio.create_task(self._pump(name, proc)))

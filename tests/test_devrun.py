@@ -161,3 +161,20 @@ def test_seeded_data_survive_a_restart(tmp_path: Path) -> None:
         assert "0 created" in second.log_text()
     finally:
         second.stop(signal.SIGINT, timeout=60)
+
+
+def test_children_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    run = DevRun(tmp_path, 1 if gateway_available() else 0).start()
+    try:
+        children = descendants(run.pid)
+        assert len(children) >= 3
+        assert run.popen is not None
+        run.popen.kill()  # SIGKILL: the supervisor cannot stop anything itself
+        run.popen.wait(scaled(10))
+        wait_until(lambda: not any(pid_alive(p) for p in children), 30, message="children gone")
+        for port in run.ports:
+            assert not port_listening(port), port
+    finally:
+        run.kill()
+        for pid in descendants(1) & children:
+            os.kill(pid, signal.SIGKILL)
