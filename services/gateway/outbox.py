@@ -29,6 +29,7 @@ from services.gateway.scripts import PUBLISH, RoomStore
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+MAX_COMMANDS = 20_000  # encoded EVALSHA prefixes kept (rooms x sessions), then forgotten
 
 Published = Callable[[str, str, int, int, int], None]  # block, session, seq, bytes, since
 Lost = Callable[[str, str, bool], None]  # block, session, closed (else: resync needed)
@@ -61,6 +62,7 @@ class Outbox:
         self._on_published = on_published
         self._on_lost = on_lost
         self._rooms: dict[str, _Queue] = {}
+        self._commands: dict[tuple[str, str], bytes] = {}
         self._awareness: list[tuple[str, bytes]] = []
         self._scheduled = False
         self._in_flight = 0
@@ -73,14 +75,25 @@ class Outbox:
     def update(self, block_id: str, session: str, update: bytes) -> None:
         queue = self._rooms.get(block_id)
         if queue is None or queue.session != session:
-            keys = self._store.room_keys(block_id).as_list()
-            # Encoded once per room: every batch only appends its update.
-            command = encode_command(
-                "EVALSHA", self._store.publish_sha, len(keys), *keys, session, self._gateway, b""
-            )
-            queue = self._rooms[block_id] = _Queue(session, command[: -len(_EMPTY_BULK)])
+            queue = self._rooms[block_id] = _Queue(session, self._command(block_id, session))
         queue.updates.append(update)
         self._schedule()
+
+    def _command(self, block_id: str, session: str) -> bytes:
+        """The room's EVALSHA without its last argument, encoded once per room session
+        (a queue lives only while it has updates: in a room typing a keystroke now and
+        then, that is every keystroke)."""
+        key = (block_id, session)
+        command = self._commands.get(key)
+        if command is None:
+            if len(self._commands) >= MAX_COMMANDS:
+                self._commands.clear()
+            keys = self._store.room_keys(block_id).as_list()
+            full = encode_command(
+                "EVALSHA", self._store.publish_sha, len(keys), *keys, session, self._gateway, b""
+            )
+            command = self._commands[key] = full[: -len(_EMPTY_BULK)]
+        return command
 
     def awareness(self, channel: str, data: bytes) -> None:
         self._awareness.append((channel, data))

@@ -119,6 +119,9 @@ class RoomCore:
         self.applied_seq = 0  # every log entry up to here is in self.doc
         self.doc_bytes = 0  # approximate size of the document (snapshot + log)
         self._solution = normalize_code(solution) if solution is not None else None
+        # A match starts with the solution's first line as it is (its trailing whitespace
+        # aside): a cheap test that spares normalising most texts that do not match.
+        self._solution_head = (self._solution or "").split("\n", 1)[0].rstrip()
         self._text_dirty = True
         self.solved = False  # the fleet-wide flag as this gateway last knew it
 
@@ -362,8 +365,10 @@ class RoomCore:
         # match, and one equal to it needs no normalising.
         text = str(self.text)
         solution = self._solution
-        match = len(text) >= len(solution) and (
-            text == solution or normalize_code(text) == solution
+        match = (
+            len(text) >= len(solution)
+            and text.startswith(self._solution_head)
+            and (text == solution or normalize_code(text) == solution)
         )
         if match == self.solved:
             return None

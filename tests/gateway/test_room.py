@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Awareness, Doc, Text
 
 from services.gateway.room import (
@@ -884,6 +886,20 @@ def test_solved_rule(room_factory: RoomFactory, text: str, solved: bool) -> None
     room = room_factory(solution="if x:\n    y()\n")
     room.load(template_update(text), [], 0)
     assert room.solved_check() is (True if solved else None)
+
+
+_CODE_CHARS = st.sampled_from(["x", "y", " ", "\t", "\n", "\r", "\r\n", "\xa0", "\x0b", "é"])
+_CODE = st.lists(_CODE_CHARS, max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_CODE, solution=_CODE)
+def test_solved_check_agrees_with_the_solved_rule(text: str, solution: str) -> None:
+    """The check's shortcuts (length, first line, equality) never change its answer."""
+    room = RoomCore("b", "s", "e", solution, Limits())
+    room.load(template_update(text), [], 0)
+    matches = normalize_code(text) == normalize_code(solution)
+    assert room.solved_check() is (True if matches else None)
 
 
 def test_local_awareness_lists_only_this_gateways_members(room: RoomCore) -> None:
