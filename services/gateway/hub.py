@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ROOM_PATH = "/ws/rooms/"
 MAX_CLIENT_ID = 64
+KEEPALIVE_SLICES = 30  # the sockets are pinged in this many turns per keepalive interval
 
 
 class RoomGone(Exception):
@@ -519,19 +520,32 @@ class Hub:
         return "closed"
 
     async def keepalive(self) -> None:
-        """Ping every socket each KEEPALIVE_SECONDS; close those that did not answer the last.
+        """Ping every socket once per KEEPALIVE_SECONDS; close those that did not answer
+        the previous ping.
 
         One loop for the whole gateway instead of websockets' task per connection (each
-        task and its timer cost memory on every idle socket)."""
+        task and its timer cost memory on every idle socket). The sockets are pinged a
+        slice at a time, about one slice a second: pinging 5,000 sockets at once would
+        stall the gateway (and the clients) for a write per socket in one go."""
+        interval = self.settings.keepalive_seconds
+        slices = max(1, min(KEEPALIVE_SLICES, int(interval)))
         waiters: dict[RoomConnection, asyncio.Future[float]] = {}
+        turn = 0
         while True:
-            await asyncio.sleep(self.settings.keepalive_seconds)
-            sockets = [ws for h in list(self.rooms.values()) for ws in list(h.sockets.values())]
-            previous, waiters = waiters, {}
+            await asyncio.sleep(interval / slices)
+            turn = (turn + 1) % slices
+            if turn == 0:  # once a round: forget the sockets that have gone
+                waiters = {ws: w for ws, w in waiters.items() if ws.protocol.state is State.OPEN}
+            sockets = [
+                ws
+                for h in list(self.rooms.values())
+                for ws in list(h.sockets.values())
+                if hash(ws) % slices == turn
+            ]
             for ws in sockets:
                 if ws.protocol.state is not State.OPEN:
                     continue
-                waiter = previous.get(ws)
+                waiter = waiters.pop(ws, None)
                 if waiter is not None and not waiter.done():
                     self.spawn(self._close(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
                     continue

@@ -1,0 +1,66 @@
+"""Keepalive on a real gateway: every socket is pinged once per interval, a slice at a
+time (never all at once), and a socket that does not answer is closed with 1011."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shared.protocol import CloseCode
+from tests.fleet.conftest import Blocks
+from tests.hardening.tools import OP_CLOSE, OP_PING, OP_PONG, RawSocket, frame, raw_connect
+
+pytestmark = [pytest.mark.fleet]
+
+KEEPALIVE = 3.0  # three slices of about a second
+FLEET_ENV = {"KEEPALIVE_SECONDS": KEEPALIVE, "MAX_CONNECTIONS_PER_IP": 0}
+SOCKETS = 36
+
+
+async def _answer_pings(sock: RawSocket, pings: list[float], until: float) -> int | None:
+    """Answer every ping (noting when it came) until ``until``; the close code, if any."""
+    try:
+        while (left := until - time.monotonic()) > 0:
+            async with asyncio.timeout(left):
+                op, data = await sock.read_frame()
+            if op == OP_PING:
+                pings.append(time.monotonic())
+                sock.send_nowait(frame(data, OP_PONG))
+            elif op == OP_CLOSE:
+                return int.from_bytes(data[:2], "big")
+    except TimeoutError:
+        pass
+    return None
+
+
+async def test_pings_are_spread_over_the_interval_and_silence_closes(
+    hblocks: Blocks, hgw: list[str]
+) -> None:
+    blocks = [hblocks.new() for _ in range(SOCKETS // 4)]
+    socks = [
+        await raw_connect(hgw[0], f"/ws/rooms/{blocks[i % len(blocks)].id}") for i in range(SOCKETS)
+    ]
+    for sock in socks:
+        assert sock.open, sock.handshake
+        await sock.read_until("welcome")
+    silent = await raw_connect(hgw[0], f"/ws/rooms/{blocks[0].id}")  # never answers
+    await silent.read_until("welcome")
+
+    until = time.monotonic() + 2 * KEEPALIVE + 0.5
+    pings: list[list[float]] = [[] for _ in socks]
+    codes = await asyncio.gather(
+        *(_answer_pings(s, p, until) for s, p in zip(socks, pings, strict=True))
+    )
+    assert codes == [None] * SOCKETS  # answering sockets stay open
+    assert all(p for p in pings), "every socket is pinged within two intervals"
+    firsts = sorted(p[0] for p in pings)
+    spread = firsts[-1] - firsts[0]
+    print(f"{SOCKETS} sockets: first pings spread over {spread:.2f}s (interval {KEEPALIVE}s)")
+    assert spread > KEEPALIVE / 3  # in slices, not one burst
+
+    code = await silent.until_closed(2 * KEEPALIVE)
+    assert code == CloseCode.INTERNAL_ERROR  # 1011: reconnect, as for a dead peer
+    for sock in socks:
+        sock.abort()
