@@ -41,7 +41,6 @@ _EMPTY_BULK = b"$0\r\n\r\n"
 @dataclass(slots=True)
 class _Queue:
     session: str
-    command: bytes  # the room's EVALSHA up to its last argument, the update
     updates: list[bytes] = field(default_factory=list)
     held: bool = False
     in_flight: bool = False
@@ -75,7 +74,7 @@ class Outbox:
     def update(self, block_id: str, session: str, update: bytes) -> None:
         queue = self._rooms.get(block_id)
         if queue is None or queue.session != session:
-            queue = self._rooms[block_id] = _Queue(session, self._command(block_id, session))
+            queue = self._rooms[block_id] = _Queue(session)
         queue.updates.append(update)
         self._schedule()
 
@@ -150,7 +149,8 @@ class Outbox:
             batch = queue.updates[:MAX_BATCH]
             del queue.updates[:MAX_BATCH]
             merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
-            command = b"%s$%d\r\n%s\r\n" % (queue.command, len(merged), merged)
+            prefix = self._command(block_id, queue.session)
+            command = b"%s$%d\r\n%s\r\n" % (prefix, len(merged), merged)
             queue.in_flight = True
             self._in_flight += 1
             out.append((command, self._on_reply(block_id, queue, batch)))
