@@ -27,6 +27,7 @@ from services.gateway.archive import Archiver
 from services.gateway.blocks import BlockSource
 from services.gateway.connection import RoomConnection
 from services.gateway.hub import ROOM_PATH, Hub
+from services.gateway.looplag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.presence import Housekeeper
 from services.gateway.relay import Relay
@@ -84,6 +85,7 @@ class Gateway:
         )
         self.hub.relay = self.relay
         self.housekeeper = Housekeeper(self.hub)
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe, settings.loop_stall_profile)
         origins = settings.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)
@@ -126,6 +128,7 @@ class Gateway:
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> Server:
+        self.loop_lag.start()
         self.relay.start()
         self.housekeeper.start()
         self._keepalive = asyncio.create_task(self.hub.keepalive(), name="keepalive")
@@ -163,6 +166,7 @@ class Gateway:
         await self.redis.aclose()
         await self.gate.aclose()
         await self.mongo.close()
+        self.loop_lag.stop()
 
 
 async def run(settings: Settings) -> None:
