@@ -165,7 +165,8 @@ class Runner:
         if running.metrics_urls:
             after = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
             result["loopLag"] = lag = looplag.summary(before, after)  # connect + warmup included
-            say(f"   gateway loop lag p50 {lag['p50']} s, p99 {lag['p99']} s, >5 ms {lag['over5ms']:g}")
+            p50, p99, over = lag["p50"], lag["p99"], lag["over5ms"]
+            say(f"   gateway loop lag p50 {p50} s, p99 {p99} s, ticks > 5 ms late: {over:g}")
         self.results.append(result)
         return result
 
