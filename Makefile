@@ -30,10 +30,11 @@ test: sync ## every test, slow ones included
 test-quick: sync ## tests not marked slow, in parallel
 	$(UV) run $(DEV) pytest -m "not slow" -n auto
 
-lint: sync ## ruff, ruff format --check, mypy --strict
+lint: sync ## ruff, ruff format --check, mypy --strict, import contracts (lint-imports)
 	$(UV) run $(DEV) ruff check .
 	$(UV) run $(DEV) ruff format --check .
 	$(UV) run $(DEV) mypy
+	$(UV) run $(DEV) lint-imports
 
 format: sync ## ruff format + autofix
 	$(UV) run $(DEV) ruff format .
