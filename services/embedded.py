@@ -24,8 +24,11 @@ EXTRA = "embedded"  # pyproject's optional dependencies holding mongoeco and fak
 
 def missing(module: str) -> str | None:
     """Why an embedded server cannot start (its package is not installed), or None."""
-    if importlib.util.find_spec(module) is not None:
-        return None
+    try:
+        if importlib.util.find_spec(module) is not None:
+            return None
+    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
+        pass
     return (
         f"{module} is not installed: the embedded servers come with coderoom's "
         f"'{EXTRA}' extra (make run, or uv sync --extra {EXTRA})"
