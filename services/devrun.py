@@ -10,9 +10,9 @@ redis, mongo): SIGTERM, a deadline, then SIGKILL. Should the supervisor itself b
 Like Kubernetes with its pods, the supervisor keeps the api and the gateways running: one
 that dies once everything is up is started again (a gateway with a new GATEWAY_ID, as a
 new pod would be) after a backoff that doubles with each recent death, and a line says
-why it died; the others keep serving. A child that dies RESTART_LIMIT times within
-RESTART_WINDOW seconds is in a crash loop: everything stops and the exit status is 1, as
-it is when MongoDB or Redis dies or anything dies during the start.
+why it died; the others keep serving. A service that dies too often is in a crash loop
+(services/restarts.py: 5 deaths within 60 s): everything stops and the exit status is
+1, as it is when MongoDB or Redis dies or anything dies during the start.
 
 Ports and paths: --api-port/API_PORT (8000), --gateway-ports/GATEWAY_PORTS
 (8001,8002), --mongo-port/MONGO_PORT (27018), --redis-port/REDIS_PORT (6399),
@@ -33,20 +33,16 @@ import shutil
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.embedded import missing, redis_server_argv
 from services.ports import free_port, port_free
+from services.restarts import Deaths, exit_reason
 
 STOP_TIMEOUT = 10.0  # seconds each group of children gets to exit after SIGTERM
 START_TIMEOUT = 60.0  # seconds for every dependency and service to become ready
-RESTART_LIMIT = 5  # deaths of one service within RESTART_WINDOW that stop everything
-RESTART_WINDOW = 60.0
-BACKOFF_FIRST = 0.5  # seconds before the first restart; doubled for each recent death
-BACKOFF_MAX = 8.0
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEED = ROOT / "seeds" / "blocks.yaml"
 
@@ -110,44 +106,6 @@ def _die_with(parent: int) -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return arm
-
-
-def exit_reason(code: int) -> str:
-    """How a child ended, in words ("killed by SIGKILL", "exit status 1")."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-@dataclass
-class Deaths:
-    """The recent deaths of one service: how long to wait before its restart, and
-    whether it is in a crash loop (`limit` deaths within `window` seconds)."""
-
-    limit: int = RESTART_LIMIT
-    window: float = RESTART_WINDOW
-    first: float = BACKOFF_FIRST
-    most: float = BACKOFF_MAX
-    times: deque[float] = field(default_factory=deque)
-
-    def record(self, now: float) -> int:
-        """Count a death at `now`; the number of deaths within the window."""
-        self.times.append(now)
-        while self.times and self.times[0] <= now - self.window:
-            self.times.popleft()
-        return len(self.times)
-
-    @property
-    def crash_loop(self) -> bool:
-        return len(self.times) >= self.limit
-
-    @property
-    def backoff(self) -> float:
-        """Seconds before the next start: `first`, doubled for each other recent death."""
-        return min(self.most, self.first * 2.0 ** max(0, len(self.times) - 1))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """`coderoom run` keeps the fleet alive: a service that dies is restarted with backoff
 while the others keep serving; a crash loop stops everything with a clear message.
 
-The backoff and crash-loop rules are pure (`Deaths`) and tested here in microseconds;
-the rest runs the real `coderoom run` on free ports and kills its children by PID.
+The backoff and crash-loop rules are pure (services/restarts.py) and tested here in
+microseconds; the rest runs the real `coderoom run` on free ports and kills its
+children by PID.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.devrun import BACKOFF_MAX, RESTART_LIMIT, RESTART_WINDOW, Deaths, exit_reason
+from services.restarts import BACKOFF_MAX, RESTART_LIMIT, RESTART_WINDOW, Deaths, exit_reason
 from tests.fleet.classroom import Classroom
 from tests.infra import (
     make_block,
