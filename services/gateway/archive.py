@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pycrdt import Doc, Text
+from pymongo.errors import DuplicateKeyError
 
 from services.gateway.scripts import Closed
 from shared.db import MongoGate, op_timeout
@@ -59,11 +60,12 @@ class Archiver:
             try:
                 async with asyncio.timeout(self._timeout * 2):
                     await self._gate.ensure()
-                    await record.insert()
+                    try:
+                        await record.insert()
+                    except DuplicateKeyError:
+                        pass  # an earlier attempt wrote it (its reply was lost)
                 return
             except Exception as exc:
-                if "duplicate key" in str(exc).lower():
-                    return  # another attempt already wrote it
                 log.warning("archiving session %s failed (%d): %s", record.session_id, attempt, exc)
                 await asyncio.sleep(delay)
                 delay *= 2

@@ -32,7 +32,11 @@ def _app_operations(settings_factory: Any) -> set[tuple[str, str]]:
             continue
         if not route.include_in_schema:
             continue
-        for method in route.methods or ():
+        methods = route.methods
+        if methods is None and isinstance(route.endpoint, type):  # an HTTPEndpoint class
+            verbs = ("get", "put", "post", "patch", "delete")
+            methods = {v.upper() for v in verbs if hasattr(route.endpoint, v)}
+        for method in methods or ():
             if method != "HEAD":
                 operations.add((route.path, method.lower()))
     return operations

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from beanie import PydanticObjectId
-from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,22 +18,10 @@ from services.api.deps import deps
 from services.api.errors import ApiError
 from shared.db import admin_block, public_block, room_session_json
 from shared.documents import BlockPatch, BlockSpec, CodeBlock, RoomSession, utcnow
+from shared.views import BlockSummary
 
 _OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 MAX_SESSIONS = 200
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class _Summary(BaseModel):
-    """Projection for the lobby list: the solution and template are never read."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: PydanticObjectId = Field(alias="_id")
-    slug: str
-    title: str
-    language: str
-    description: str = ""
 
 
 def _object_id(request: Request) -> PydanticObjectId:
@@ -59,19 +46,9 @@ async def list_blocks(request: Request) -> Response:
     """The lobby: every block as {id, slug, title, language, description}, by title."""
     d = deps(request)
     async with d.mongo_op():
-        rows = await CodeBlock.find_all().sort("+title", "+_id").project(_Summary).to_list()
-    return JSONResponse(
-        [
-            {
-                "id": str(r.id),
-                "slug": r.slug,
-                "title": r.title,
-                "language": r.language,
-                "description": r.description,
-            }
-            for r in rows
-        ]
-    )
+        # Only the summary's fields are read: never a template, never a solution.
+        rows = await CodeBlock.find_all().sort("+title", "+_id").project(BlockSummary).to_list()
+    return JSONResponse([row.body() for row in rows])
 
 
 async def get_block(request: Request) -> Response:
@@ -165,29 +142,25 @@ async def list_sessions(request: Request) -> Response:
     return JSONResponse([room_session_json(s) for s in sessions])
 
 
-def by_method(**handlers: Endpoint) -> Endpoint:
-    """One endpoint per path, so that 405 answers carry the full Allow header."""
+class CodeBlocks(HTTPEndpoint):
+    """/api/code-blocks (405 answers list the methods defined here in Allow)."""
 
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
+    get = staticmethod(list_blocks)
+    post = staticmethod(create_block)
 
-    return endpoint
+
+class CodeBlockItem(HTTPEndpoint):
+    """/api/code-blocks/{id}."""
+
+    get = staticmethod(get_block)
+    put = staticmethod(replace_block)
+    patch = staticmethod(patch_block)
+    delete = staticmethod(delete_block)
 
 
 routes = [
-    Route(
-        "/api/code-blocks",
-        by_method(GET=list_blocks, POST=create_block),
-        methods=["GET", "POST"],
-        name="code_blocks",
-    ),
-    Route(
-        "/api/code-blocks/{id}",
-        by_method(GET=get_block, PUT=replace_block, PATCH=patch_block, DELETE=delete_block),
-        methods=["GET", "PUT", "PATCH", "DELETE"],
-        name="code_block",
-    ),
+    Route("/api/code-blocks", CodeBlocks, name="code_blocks"),
+    Route("/api/code-blocks/{id}", CodeBlockItem, name="code_block"),
     Route(
         "/api/code-blocks/{id}/sessions",
         list_sessions,

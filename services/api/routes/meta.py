@@ -8,11 +8,12 @@ from starlette.routing import Route
 
 from services.api.deps import settings_of
 from services.api.openapi import build_openapi
+from services.api.schemas import Config
 
 
 async def config(request: Request) -> Response:
     """Gateway URLs the browser picks from (empty list: same origin /ws/rooms)."""
-    return JSONResponse({"gatewayUrls": list(settings_of(request).gateway_urls)})
+    return JSONResponse(Config(gateway_urls=list(settings_of(request).gateway_urls)).body())
 
 
 async def openapi(request: Request) -> Response:
