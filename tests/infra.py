@@ -24,6 +24,11 @@ Processes (each a `ManagedProcess`: ``.pid``, ``.alive``, ``.stop(sig, timeout)`
 
 Every process started here is also registered, and `kill_all()` (called at session end
 and at interpreter exit) kills whatever a failing test left behind.
+
+Tools
+    `tool_missing(why)` for a test that needs a tool (Node, Chromium, nginx): a skip on a
+    developer's machine, a failure under CI (the env var ``CI`` set), where ``.ci/run``
+    installs every tool. `CHROMIUM_NAMES` are the names ``.ci/run`` accepts too.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import httpx
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +110,35 @@ async def await_until[T](
         if time.monotonic() > deadline:
             raise TimeoutError(f"{message} not met within {scaled(within):.1f}s") from last
         await asyncio.sleep(interval)
+
+
+# --- tools --------------------------------------------------------------------------------
+
+# The browser's names, in the order .ci/run looks for them.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    """True when the env var ``CI`` is set (to anything but "", "0" or "false")."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def tool_missing(why: str) -> NoReturn:
+    """Skip a test whose tool is missing; under CI, fail it (.ci/run installs the tools)."""
+    if in_ci():
+        pytest.fail(f"{why} (CI is set: .ci/run should have installed it)", pytrace=False)
+    pytest.skip(why)
+
+
+def find_chromium() -> str | None:
+    """``$CHROMIUM``, else the first of `CHROMIUM_NAMES` on PATH (or as a path)."""
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 # --- names and ports ----------------------------------------------------------------------
