@@ -18,17 +18,12 @@ from services.gateway.room import Limits, RoomCore, template_update
 from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, ProtocolError, SyncType
 from shared.yvalidate import encode_awareness_update, encode_var_uint
+from tests.yclient import text_update
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _real_update(text: str = "hello world", client_id: int = 77) -> bytes:
-    doc: Doc[Text] = Doc(client_id=client_id)
-    doc.get("code", type=Text).insert(0, text)
-    return doc.get_update()
-
-
-REAL = _real_update()
+REAL = text_update("hello world", 77)
 REAL_SV = Doc(client_id=5).get_state()
 
 
