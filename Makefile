@@ -24,8 +24,8 @@ sync: uv ## install the locked dependencies into .venv
 run: sync ## the whole system on this machine (UI+REST :8000, gateways :8001 :8002)
 	$(UV) run $(DEV) coderoom run
 
-test: sync ## every test, slow ones included
-	$(UV) run $(DEV) pytest
+test: sync ## every test, slow ones included (PYTEST_ARGS="..." for more options)
+	$(UV) run $(DEV) pytest $(PYTEST_ARGS)
 
 test-quick: sync ## tests not marked slow, in parallel
 	$(UV) run $(DEV) pytest -m "not slow" -n auto

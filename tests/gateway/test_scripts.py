@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,23 +12,14 @@ from redis.asyncio import Redis
 from services.gateway.room import template_update
 from services.gateway.scripts import Closed, Loaded, RoomStore
 from shared.keys import Keys
-from tests.infra import RedisServer, free_port, port_listening, unique_name, wait_until
+from tests.infra import EmbeddedRedis, RedisServer, unique_name
+from tests.yclient import text_update
 
 
 @pytest.fixture(scope="module")
-def fake_redis_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "redis", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: port_listening(port), 15, message="fakeredis listening")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def fake_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("fakeredis")).start() as server:
+        yield server.url
 
 
 @pytest.fixture(params=["redis-server", "fakeredis"])
@@ -48,11 +37,7 @@ async def store(
 
 
 def edit(base: bytes, text: str) -> bytes:
-    doc: Doc[Text] = Doc()
-    doc.apply_update(base)
-    before = doc.get_state()
-    doc.get("code", type=Text).insert(0, text)
-    return doc.get_update(before)
+    return text_update(text, base=base)
 
 
 async def join(store: RoomStore, member: str, client: str, **kw: object) -> object:
