@@ -24,6 +24,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from services.gateway.archive import Archiver
+from services.gateway.archive_queue import ArchiveQueue, Drainer
 from services.gateway.blocks import BlockSource
 from services.gateway.connection import RoomConnection
 from services.gateway.hub import ROOM_PATH, Hub
@@ -31,7 +32,9 @@ from services.gateway.looplag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.presence import Housekeeper
 from services.gateway.relay import Relay
-from shared.db import MongoGate, mongo_client
+from shared.db import MongoGate, mongo_client, op_timeout
+from shared.documents import RoomSession
+from shared.keys import Keys
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("coderoom.gateway")
@@ -68,11 +71,24 @@ class Gateway:
         self.redis = Redis(connection_pool=pool)
         self.mongo = mongo_client(settings, appname="coderoom-gateway")
         self.gate = MongoGate(self.mongo, settings)
+        keys = Keys(settings.redis_prefix)
+        archive_queue = ArchiveQueue(self.redis, keys, settings.archive_queue_max)
+        write_timeout = op_timeout(settings) * 4  # a batch is many documents
+        self.drainer = Drainer(
+            archive_queue,
+            settings.effective_gateway_id,
+            self._sessions,
+            batch=settings.archive_batch,
+            claim_idle_seconds=settings.archive_claim_idle_seconds,
+            write_timeout=write_timeout,
+            block_ms=min(1000, settings.redis_timeout_ms // 2),
+            stats=self.metrics.archive,
+        )
         self.hub = Hub(
             settings,
             self.redis,
-            BlockSource(self.gate, settings),
-            Archiver(self.gate, settings),
+            BlockSource(self.gate, self.redis, keys, settings),
+            Archiver(archive_queue, self._sessions, write_timeout),
             self.metrics,
         )
         # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so
@@ -90,6 +106,10 @@ class Gateway:
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)
 
+    async def _sessions(self) -> object:
+        await self.gate.ensure()  # Beanie ready: the unique index on session_id exists
+        return RoomSession.get_pymongo_collection()
+
     # --- plain HTTP and the handshake ------------------------------------------------------
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -103,11 +123,13 @@ class Gateway:
                 problems.append("redis pub/sub disconnected")
             if not self.housekeeper.redis_ok:
                 problems.append("redis unavailable")
+            archive = self.metrics.archive.details()
             if problems:
                 return _json(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unready", "problems": problems}
+                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"status": "unready", "problems": problems, "archive": archive},
                 )
-            return _json(http.HTTPStatus.OK, {"status": "ready"})
+            return _json(http.HTTPStatus.OK, {"status": "ready", "archive": archive})
         if path == "/metrics":
             body = self.metrics.render()
             headers = Headers(
@@ -133,6 +155,7 @@ class Gateway:
         self.housekeeper.start()
         self._keepalive = asyncio.create_task(self.hub.keepalive(), name="keepalive")
         self.gate.start()
+        self.drainer.start()
         s = self.settings
         # Every connection is a RoomConnection (create_connection below).
         handler = cast(Callable[[ServerConnection], Awaitable[None]], self.hub.handle)
@@ -159,6 +182,7 @@ class Gateway:
         except TimeoutError:
             log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
         await self.hub.archiver.wait(2.0)
+        await self.drainer.stop()
         self._keepalive.cancel()
         await self.housekeeper.stop()
         await self.hub.outbox.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
+from redis.exceptions import RedisError
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,9 +17,15 @@ from starlette.routing import Route
 
 from services.api.auth import require_admin
 from services.api.body import read_json, validate
-from services.api.deps import deps
+from services.api.deps import Deps, deps, redis_timeout
 from services.api.errors import ApiError
-from shared.db import admin_block, public_block, room_session_json
+from shared.db import (
+    BLOCK_COPY_MISSING_MS,
+    admin_block,
+    encode_block_copy,
+    public_block,
+    room_session_json,
+)
 from shared.documents import BlockPatch, BlockSpec, CodeBlock, RoomSession, utcnow
 from shared.views import BlockSummary
 
@@ -43,20 +52,49 @@ def _duplicate(slug: str) -> ApiError:
 
 
 async def list_blocks(request: Request) -> Response:
-    """The lobby: every block as {id, slug, title, language, description}, by title."""
+    """The lobby: every block as {id, slug, title, language, description}, by title.
+
+    Served from the block cache (services/api/block_cache.py): X-Cache says hit, miss
+    or stale, Age how old the copy is."""
     d = deps(request)
-    async with d.mongo_op():
-        # Only the summary's fields are read: never a template, never a solution.
-        rows = await CodeBlock.find_all().sort("+title", "+_id").project(BlockSummary).to_list()
-    return JSONResponse([row.body() for row in rows])
+
+    async def load() -> list[dict[str, str]]:
+        async with d.mongo_op():
+            # Only the summary's fields are read: never a template, never a solution.
+            rows = await CodeBlock.find_all().sort("+title", "+_id").project(BlockSummary).to_list()
+        return [row.body() for row in rows]
+
+    cached = await d.blocks.get("list", load)
+    return JSONResponse(cached.value, headers=cached.headers())
+
+
+async def _copy_for_gateways(d: Deps, block_id: str, doc: CodeBlock | None) -> None:
+    """Leave the block for the gateways' room opens (best effort: a cache)."""
+    ttl_ms = int(d.settings.block_cache_seconds * 1000)
+    if ttl_ms <= 0:
+        return
+    parts = (doc.template, doc.solution) if doc is not None else None
+    px = ttl_ms if doc is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
+    with contextlib.suppress(RedisError, TimeoutError, OSError):
+        async with asyncio.timeout(redis_timeout(d.settings)):
+            await d.redis.set(d.keys.block_copy(block_id), encode_block_copy(parts), px=px)
 
 
 async def get_block(request: Request) -> Response:
-    """One block with its template; never its solution."""
+    """One block with its template; never its solution (cached as the list is)."""
     block_id = _object_id(request)
-    async with deps(request).mongo_op():
-        doc = await _block_or_404(block_id)
-    return JSONResponse(public_block(doc))
+    d = deps(request)
+
+    async def load() -> dict[str, Any] | None:
+        async with d.mongo_op():
+            doc = await CodeBlock.get(block_id)
+        await _copy_for_gateways(d, str(block_id), doc)
+        return public_block(doc) if doc is not None else None
+
+    cached = await d.blocks.get(f"block:{block_id}", load)
+    if cached.value is None:
+        raise ApiError(404, "no such code block")
+    return JSONResponse(cached.value, headers=cached.headers())
 
 
 async def create_block(request: Request) -> Response:
@@ -70,6 +108,7 @@ async def create_block(request: Request) -> Response:
             await doc.insert()
         except DuplicateKeyError:
             raise _duplicate(spec.slug) from None
+    await d.blocks.invalidate(str(doc.id))
     return JSONResponse(
         admin_block(doc),
         status_code=201,
@@ -96,6 +135,7 @@ async def replace_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, spec.model_dump())
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
 
 
@@ -112,6 +152,7 @@ async def patch_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, changes)
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
 
 
@@ -123,6 +164,7 @@ async def delete_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await doc.delete()
+    await d.blocks.invalidate(str(block_id))
     return Response(status_code=204)
 
 
