@@ -147,8 +147,27 @@ SCHEMAS: JSON = {
     },
     "Config": {
         "type": "object",
-        "required": ["gatewayUrls"],
-        "properties": {"gatewayUrls": {"type": "array", "items": {"type": "string"}}},
+        "required": ["gatewayUrls", "limits", "heartbeatSeconds"],
+        "properties": {
+            "gatewayUrls": {"type": "array", "items": {"type": "string"}},
+            "limits": {
+                "type": "object",
+                "description": "The gateways' limits (MAX_FRAME_BYTES, MAX_DOC_BYTES, "
+                "MAX_UPDATES_PER_SECOND, UPDATE_BURST).",
+                "required": ["maxFrameBytes", "maxDocBytes", "maxUpdatesPerSecond", "updateBurst"],
+                "properties": {
+                    "maxFrameBytes": {"type": "integer", "minimum": 1},
+                    "maxDocBytes": {"type": "integer", "minimum": 1},
+                    "maxUpdatesPerSecond": {"type": "number", "exclusiveMinimum": 0},
+                    "updateBurst": {"type": "integer", "minimum": 1},
+                },
+            },
+            "heartbeatSeconds": {
+                "type": "number",
+                "description": "A gateway sends each socket a heartbeat event this often "
+                "(KEEPALIVE_SECONDS).",
+            },
+        },
     },
     "Health": {
         "type": "object",
@@ -298,7 +317,7 @@ PATHS: JSON = {
     "/api/config": {
         "get": {
             "operationId": "getConfig",
-            "summary": "Room-socket base URLs the browser may use (empty: same origin).",
+            "summary": "Room-socket base URLs (empty: same origin), limits, heartbeat interval.",
             "responses": {"200": _json(_ref("Config"), "Client configuration.")},
         }
     },

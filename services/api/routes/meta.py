@@ -11,8 +11,22 @@ from services.api.openapi import build_openapi
 
 
 async def config(request: Request) -> Response:
-    """Gateway URLs the browser picks from (empty list: same origin /ws/rooms)."""
-    return JSONResponse({"gatewayUrls": list(settings_of(request).gateway_urls)})
+    """What the browser needs before it joins a room: the gateway URLs it picks from
+    (empty list: same origin /ws/rooms), the gateways' limits (so an edit that cannot be
+    shared is refused before it is made) and how often a gateway sends a heartbeat."""
+    s = settings_of(request)
+    return JSONResponse(
+        {
+            "gatewayUrls": list(s.gateway_urls),
+            "limits": {
+                "maxFrameBytes": s.max_frame_bytes,
+                "maxDocBytes": s.max_doc_bytes,
+                "maxUpdatesPerSecond": s.max_updates_per_second,
+                "updateBurst": s.update_burst,
+            },
+            "heartbeatSeconds": s.keepalive_seconds,
+        }
+    )
 
 
 async def openapi(request: Request) -> Response:
