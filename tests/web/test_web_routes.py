@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -117,13 +118,12 @@ async def test_static_refuses_path_traversal(app: Starlette, raw_path: str) -> N
 
 
 @pytest.mark.parametrize("path", ["/blocks/", "/nope", "/blocks/a/b", "/static-ish/x"])
-async def test_unknown_page_paths_get_the_shell_with_404(path: str) -> None:
+async def test_unknown_page_paths_get_the_shell_with_404(path: str, settings_factory: Any) -> None:
     """A person who opens an unknown address gets the friendly not-found page (the shell
     routes to it), with status 404; API clients keep the JSON 404."""
     from services.api.app import create_app
-    from shared.settings import Settings
 
-    app = create_app(Settings())
+    app = create_app(settings_factory())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
