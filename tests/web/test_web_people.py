@@ -468,6 +468,7 @@ def test_lobby_search_filter_natural_order_whole_card_and_invite(
         {**make_block(title=f"Room {i}", description=f"Exercise number {i}."), "created_at": now}
         for i in range(1, 300)
     ]
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(fleet.env["MONGODB_URL"]) as client:
         collection: Any = client[fleet.env["MONGODB_DB"]]["code_blocks"]
         collection.insert_many([{**r, "updated_at": now} for r in rooms])
