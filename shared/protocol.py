@@ -184,6 +184,9 @@ def presence(*, mentor: bool, students: int, watchers: int) -> bytes:
 
 
 SOLVED = control({"type": "solved"})
+# Sent by the keepalive loop once per KEEPALIVE_SECONDS: a browser cannot see pings,
+# so this is how it tells a live but quiet gateway from a silent connection.
+HEARTBEAT = control({"type": "heartbeat"})
 
 
 def room_closed(reason: str) -> bytes:

@@ -108,7 +108,13 @@ class Settings(BaseSettings):
         description="Heartbeat age after which a gateway is reaped (its members removed).",
     )
     keepalive_seconds: float = Field(
-        30.0, gt=0, le=600, description="Ping interval; a socket that misses a ping is closed."
+        3.0,
+        gt=0,
+        le=600,
+        description="Heartbeat and ping interval per socket (clients expect a frame this often).",
+    )
+    keepalive_timeout_seconds: float = Field(
+        2.0, gt=0, le=600, description="A socket that does not answer a ping this soon is closed."
     )
     block_cache_seconds: float = Field(
         30.0,

@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         *code_blocks.routes,
         *rooms.routes,
         *web_routes,
+        *web.fallback,
     ]
     metrics = ApiMetrics()
     app = Starlette(

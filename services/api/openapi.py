@@ -192,7 +192,7 @@ PATHS: JSON = {
     "/api/config": {
         "get": {
             "operationId": "getConfig",
-            "summary": "Room-socket base URLs the browser may use (empty: same origin).",
+            "summary": "Room-socket base URLs (empty: same origin), limits, heartbeat interval.",
             "responses": {"200": _json(_ref("Config"), "Client configuration.")},
         }
     },

@@ -48,10 +48,24 @@ class Rooms(View):
     rooms: list[RoomStatus]
 
 
+class Limits(View):
+    """The gateways' limits (MAX_FRAME_BYTES, MAX_DOC_BYTES, MAX_UPDATES_PER_SECOND,
+    UPDATE_BURST), so a client refuses an edit that cannot be shared before making it."""
+
+    max_frame_bytes: int = Field(ge=1)
+    max_doc_bytes: int = Field(ge=1)
+    max_updates_per_second: float = Field(gt=0)
+    update_burst: int = Field(ge=1)
+
+
 class Config(View):
-    """Room-socket base URLs the browser may use (empty: same origin /ws/rooms)."""
+    """What the browser needs before joining: room-socket base URLs (empty: same origin
+    /ws/rooms), the gateways' limits, and how often a gateway sends each socket a
+    heartbeat event (KEEPALIVE_SECONDS)."""
 
     gateway_urls: list[str]
+    limits: Limits
+    heartbeat_seconds: float
 
 
 class Health(View):

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 ROOM_PATH = "/ws/rooms/"
 MAX_CLIENT_ID = 64
 KEEPALIVE_SLICES = 30  # the sockets are pinged in this many turns per keepalive interval
+KEEPALIVE_CLOSE_TIMEOUT = 0.5  # closing a socket that missed its ping
 
 
 class RoomGone(Exception):
@@ -520,22 +522,33 @@ class Hub:
         return "closed"
 
     async def keepalive(self) -> None:
-        """Ping every socket once per KEEPALIVE_SECONDS; close those that did not answer
-        the previous ping.
+        """Once per KEEPALIVE_SECONDS, send every socket a heartbeat event and a ping;
+        close those that do not answer the ping within KEEPALIVE_TIMEOUT_SECONDS.
 
         One loop for the whole gateway instead of websockets' task per connection (each
-        task and its timer cost memory on every idle socket). The sockets are pinged a
+        task and its timer cost memory on every idle socket). The sockets are visited a
         slice at a time, about one slice a second: pinging 5,000 sockets at once would
-        stall the gateway (and the clients) for a write per socket in one go."""
+        stall the gateway (and the clients) for a write per socket in one go. The
+        heartbeat (one shared frame) lets a browser, which never sees pings, notice a
+        silent gateway; the pings' deadlines sit in one queue in the order they were
+        sent, so checking them costs nothing per idle socket."""
         interval = self.settings.keepalive_seconds
+        timeout = self.settings.keepalive_timeout_seconds
         slices = max(1, min(KEEPALIVE_SLICES, int(interval)))
-        waiters: dict[RoomConnection, asyncio.Future[float]] = {}
+        heartbeat = ws_frame(protocol.HEARTBEAT)
+        deadlines: deque[tuple[float, RoomConnection, asyncio.Future[float]]] = deque()
+        loop = asyncio.get_running_loop()
         turn = 0
         while True:
             await asyncio.sleep(interval / slices)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                _, ws, waiter = deadlines.popleft()
+                if not waiter.done() and ws.protocol.state is State.OPEN:
+                    # It missed a ping, so it will not answer a close handshake either.
+                    ws.close_timeout = KEEPALIVE_CLOSE_TIMEOUT
+                    self.spawn(self._close(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
             turn = (turn + 1) % slices
-            if turn == 0:  # once a round: forget the sockets that have gone
-                waiters = {ws: w for ws, w in waiters.items() if ws.protocol.state is State.OPEN}
             sockets = [
                 ws
                 for h in list(self.rooms.values())
@@ -545,14 +558,12 @@ class Hub:
             for ws in sockets:
                 if ws.protocol.state is not State.OPEN:
                     continue
-                waiter = waiters.pop(ws, None)
-                if waiter is not None and not waiter.done():
-                    self.spawn(self._close(ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
-                    continue
+                self._write(ws, heartbeat)
                 try:
-                    waiters[ws] = cast(asyncio.Future[float], await ws.ping())
+                    waiter = cast(asyncio.Future[float], await ws.ping())
                 except ConnectionClosed:
-                    pass
+                    continue
+                deadlines.append((loop.time() + timeout, ws, waiter))
 
     async def drain(self) -> None:
         """SIGTERM: publish what is pending, then close every socket with 1012."""

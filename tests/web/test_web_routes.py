@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -114,3 +115,27 @@ async def test_static_refuses_path_traversal(app: Starlette, raw_path: str) -> N
     assert start["status"] == 404
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert b"starlette" not in body and b"[project]" not in body
+
+
+@pytest.mark.parametrize("path", ["/blocks/", "/nope", "/blocks/a/b", "/static-ish/x"])
+async def test_unknown_page_paths_get_the_shell_with_404(path: str, settings_factory: Any) -> None:
+    """A person who opens an unknown address gets the friendly not-found page (the shell
+    routes to it), with status 404; API clients keep the JSON 404."""
+    from services.api.app import create_app
+
+    app = create_app(settings_factory())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        r = await client.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*"})
+        assert r.status_code == 404
+        assert r.headers["content-type"].startswith("text/html")
+        assert "/static/app.js?v=" in r.text
+        assert "connect-src 'self' ws: wss:" in r.headers["content-security-policy"]
+        # Not a browser asking for a page: the JSON error every other 404 has.
+        for api_path, accept in ((path, "application/json"), ("/api/nope", "text/html")):
+            r = await client.get(api_path, headers={"Accept": accept})
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "not_found"
+        r = await client.post(path, headers={"Accept": "text/html"})
+        assert r.status_code in (404, 405) and r.json()["error"]["code"] != ""

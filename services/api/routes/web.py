@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
@@ -64,6 +65,34 @@ async def page(request: Request) -> Response:
     )
 
 
+class _UnknownPage(BaseRoute):
+    """Any other path a person opens (a GET or HEAD that accepts HTML, outside /api/):
+    the shell with status 404, which shows the friendly not-found page. Everything else
+    matches nothing here, so /api/*, other methods and non-browser clients keep the
+    JSON 404 (or 405) of every other error."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return Match.NONE, {}
+        if str(scope["path"]).startswith("/api/"):
+            return Match.NONE, {}
+        accept = Headers(scope=scope).get("accept", "")
+        return (Match.FULL, {}) if "text/html" in accept else (Match.NONE, {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response: Response
+        if INDEX.is_file():
+            response = FileResponse(
+                INDEX,
+                status_code=404,
+                media_type="text/html; charset=utf-8",
+                headers={**SECURITY_HEADERS, "Cache-Control": NO_CACHE},
+            )
+        else:
+            response = await page(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 class _BundleFiles:
     """StaticFiles plus cache and security headers.
 
@@ -95,4 +124,9 @@ routes: list[BaseRoute] = [
     Route("/", page, methods=["GET", "HEAD"], name="lobby_page"),
     Route("/blocks/{id}", page, methods=["GET", "HEAD"], name="room_page"),
     Mount("/static", app=_BundleFiles(STATIC_DIR), name="static"),
+]
+
+# Last of all the app's routes (services/api/app.py), after every real one.
+fallback: list[BaseRoute] = [
+    _UnknownPage(),
 ]
