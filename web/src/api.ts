@@ -4,6 +4,8 @@ export interface CodeBlock {
   title: string;
   language: string;
   description: string;
+  /** Wall-clock limit of a run of this block's code (seconds; absent: 5). */
+  runTimeoutSeconds?: number | null;
 }
 
 export interface RoomStatus {

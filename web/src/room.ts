@@ -6,6 +6,8 @@ import { CodeEditor } from "./editor";
 import * as identity from "./identity";
 import { type ControlEvent, type Role, terminalAction } from "./protocol";
 import { RoomProvider, type Status } from "./provider";
+import { RunPanel } from "./run/panel";
+import { runLanguage, timeoutSeconds } from "./run/result";
 
 const ROLE_TEXT: Record<Role, string> = {
   mentor: "Mentor — read-only",
@@ -72,6 +74,7 @@ class RoomPage {
   private provider!: RoomProvider;
   private editor!: CodeEditor;
   private leaving = false;
+  private runPanel: RunPanel | null = null;
 
   private readonly roleEl = h("span", { class: "badge role-pending", id: "role", "data-role": "" }, "Joining…");
   private readonly statusEl = h(
@@ -177,6 +180,15 @@ class RoomPage {
       if (e.target === this.dialog) this.dialog.close();
     });
     this.dialog.addEventListener("close", () => this.editor?.view.focus());
+    const language = runLanguage(this.block.language);
+    if (language) {
+      this.runPanel = new RunPanel({
+        language,
+        limitSeconds: timeoutSeconds(this.block.runTimeoutSeconds),
+        code: () => this.provider.doc.getText("code").toString(),
+        share: (msg) => this.provider.sendControl(msg),
+      });
+    }
 
     mount(
       h("a", { class: "skip-link", href: "#editor" }, "Skip to editor"),
@@ -200,12 +212,14 @@ class RoomPage {
         this.messageEl,
         this.editorHost,
         this.hintEl,
+        this.runPanel?.element,
         h(
           "aside",
           { class: "room-side" },
           nameForm,
           h("h2", { class: "people-title" }, "In this room"),
           this.peopleEl,
+          this.runPanel?.dashboard,
         ),
       ),
       this.dialog,
@@ -313,6 +327,7 @@ class RoomPage {
         this.editor.setReadOnly(this.readOnly, this.editorLabel());
         this.hintEl.hidden = this.readOnly;
         document.body.dataset.role = ev.role;
+        this.runPanel?.setRole(ev.role);
         break;
       case "presence": {
         const parts = [plural(ev.students, "student"), plural(ev.watchers, "watcher")];
@@ -328,6 +343,10 @@ class RoomPage {
         break;
       case "room-closed":
         this.goToLobby("mentor-left");
+        break;
+      case "run":
+      case "runs":
+        this.runPanel?.receive(ev.type === "run" ? [ev.run] : ev.runs);
         break;
     }
   }

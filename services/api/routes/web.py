@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 INDEX = STATIC_DIR / "index.html"
+RUNNER = STATIC_DIR / "runner.html"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -45,6 +46,38 @@ SECURITY_HEADERS: dict[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
 
+# The sandbox frame that runs user code (docs/web.md, "Running code"). The room page
+# loads it in an iframe with sandbox="allow-scripts" (an opaque origin); the policy's own
+# `sandbox` directive makes it sandboxed even when opened directly. It may run our
+# script and workers started from blob: URLs (the user's code is one), compile
+# WebAssembly (Pyodide), and connect nowhere: no fetch, XHR, WebSocket or EventSource;
+# its workers inherit the policy.
+RUNNER_CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self' blob: 'wasm-unsafe-eval'",
+        "worker-src blob:",
+        "connect-src 'none'",
+        "img-src 'none'",
+        "style-src 'none'",
+        "font-src 'none'",
+        "media-src 'none'",
+        "object-src 'none'",
+        "frame-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'self'",
+        "sandbox allow-scripts",
+    )
+)
+
+RUNNER_HEADERS: dict[str, str] = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": RUNNER_CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
 NO_CACHE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -61,6 +94,22 @@ async def page(request: Request) -> Response:
         INDEX,
         media_type="text/html; charset=utf-8",
         headers={**SECURITY_HEADERS, "Cache-Control": NO_CACHE},
+    )
+
+
+async def runner(request: Request) -> Response:
+    """The sandbox frame in which the room page runs code (no-cache: it names the bundle
+    version)."""
+    if not RUNNER.is_file():
+        return JSONResponse(
+            {"error": {"code": "bundle_missing", "message": "web bundle not built: run make web"}},
+            status_code=503,
+            headers={"Cache-Control": "no-store"},
+        )
+    return FileResponse(
+        RUNNER,
+        media_type="text/html; charset=utf-8",
+        headers={**RUNNER_HEADERS, "Cache-Control": NO_CACHE},
     )
 
 
@@ -94,5 +143,6 @@ class _BundleFiles:
 routes: list[BaseRoute] = [
     Route("/", page, methods=["GET", "HEAD"], name="lobby_page"),
     Route("/blocks/{id}", page, methods=["GET", "HEAD"], name="room_page"),
+    Route("/run/sandbox", runner, methods=["GET", "HEAD"], name="run_sandbox"),
     Mount("/static", app=_BundleFiles(STATIC_DIR), name="static"),
 ]
