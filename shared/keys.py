@@ -24,6 +24,7 @@ class RoomKeys:
     doc: str  # string: snapshot (a Yjs update holding the state at snap_seq)
     channel: str  # pub/sub channel of the room
     tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
+    runs: str  # list: the last runs shared in the room (not one of the scripts' KEYS)
 
     def as_list(self) -> list[str]:
         return [self.state, self.members, self.log, self.doc, self.channel, self.tomb]
@@ -46,6 +47,7 @@ class Keys:
             doc=f"{tag}:doc",
             channel=f"{tag}:ch",
             tomb=f"{tag}:closed",
+            runs=f"{tag}:runs",
         )
 
     @property

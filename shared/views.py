@@ -24,7 +24,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from shared.documents import Code, Description, Language, Slug, Title
+from shared.documents import (
+    MAX_RUN_TIMEOUT,
+    MIN_RUN_TIMEOUT,
+    Code,
+    Description,
+    Language,
+    Slug,
+    Title,
+)
 
 JSON = dict[str, Any]
 
@@ -81,6 +89,12 @@ class Block(BlockSummary):
     """A code block as a room shows it. Never carries the solution."""
 
     template: Code = ""
+    run_timeout_seconds: float | None = Field(
+        None,
+        ge=MIN_RUN_TIMEOUT,
+        le=MAX_RUN_TIMEOUT,
+        description="Wall-clock limit of a run in the browser (s); null: 5 s.",
+    )
     created_at: Time = None
     updated_at: Time = None
 

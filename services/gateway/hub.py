@@ -33,6 +33,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.pipeline import Pipeline
 from services.gateway.room import Effects, Limits, RoomCore, template_update
+from services.gateway.runs import CONTROL_TAG, RunRelay
 from services.gateway.scripts import Closed, Presence, RoomStore, now_ms
 from services.gateway.sync import RoomSync
 from services.gateway.wire import presence_frame, ws_frame
@@ -109,6 +110,7 @@ class Hub:
         self.id_bytes = self.id.encode()  # compared with the origin of every channel message
         self.awareness_tag = b"A" + self.id_bytes + b"\x00"
         self.sync = RoomSync(self)
+        self.runs = RunRelay(redis, self.keys, self.spawn)
 
     # --- small helpers -------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -294,6 +296,7 @@ class Hub:
                 counts = handle.presence
             if counts is not None:
                 self.send(ws, presence_frame(counts))
+            self.runs.greet(block_id, joined.session, lambda frame: self.send(ws, frame))
             # What the join needed is not kept alive for the socket's whole life.
             del block, joined, counts, resume, token, claimed, client
             await self._read(ws, handle, member_id)
@@ -609,7 +612,10 @@ class _Reader:
             hub.stop_reading(self, CloseCode.BAD_REQUEST, "text frames are not allowed")
         else:
             try:
-                effects = self.core.receive(self.member_id, frame, time.monotonic())
+                if frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
+                    effects = hub.runs.receive(self.core, self.member_id, frame, time.monotonic())
+                else:
+                    effects = self.core.receive(self.member_id, frame, time.monotonic())
                 hub.carry_out(self.handle, self.member_id, self.ws, effects)
             except Exception:
                 log.exception("a message from %s failed", self.member_id)

@@ -18,6 +18,7 @@ from pycrdt import Doc, Text
 from redis.exceptions import RedisError
 
 from services.gateway.room import EMPTY_UPDATE, RoomCore
+from services.gateway.runs import channel_frame
 from services.gateway.scripts import Presence, now_ms
 from services.gateway.wire import presence_frame
 from shared import protocol
@@ -88,6 +89,8 @@ class RoomSync:
             if handle.presence is None or counts.version > handle.presence.version:
                 handle.presence = counts
                 self.hub.fanout(handle, presence_frame(counts))
+        elif kind == b"R":
+            self.hub.fanout(handle, channel_frame(data))
         elif kind == b"S":
             core.solved = True
             self.hub.fanout(handle, protocol.SOLVED)

@@ -6,6 +6,8 @@ export interface CodeBlock {
   title: string;
   language: string;
   description: string;
+  /** Wall-clock limit of a run of this block's code (seconds; absent: 5). */
+  runTimeoutSeconds?: number | null;
 }
 
 export interface RoomStatus {
@@ -76,6 +78,7 @@ function toBlock(raw: unknown): CodeBlock | null {
     title: str(r.title) || `Block ${id}`,
     language: str(r.language) || "text",
     description: str(r.description),
+    runTimeoutSeconds: typeof r.runTimeoutSeconds === "number" ? r.runTimeoutSeconds : null,
   };
 }
 

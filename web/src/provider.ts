@@ -12,6 +12,7 @@ import { backoffDelay } from "./backoff";
 import {
   CLOSE,
   type ControlEvent,
+  encodeControl,
   MESSAGE_AUTH,
   MESSAGE_AWARENESS,
   MESSAGE_CONTROL,
@@ -359,6 +360,13 @@ export class RoomProvider {
       awarenessProtocol.removeAwarenessStates(this.awareness, [this.doc.clientID], "local");
     }
   };
+
+  /** Send a control message (type 100) to the gateway; false when not connected. */
+  sendControl(ev: object): boolean {
+    if (this.ws?.readyState !== WebSocket.OPEN || !this.welcomed) return false;
+    this.send(encodeControl(ev));
+    return true;
+  }
 
   private send(data: Uint8Array): void {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(data as Uint8Array<ArrayBuffer>);

@@ -10,6 +10,8 @@ import { formatBytes, refusal, utf8Length } from "./limits";
 import { type ControlEvent, type Role, terminalAction } from "./protocol";
 import { RoomProvider, type Status } from "./provider";
 import { copyText, download, fileName, keepCode } from "./share";
+import { RunPanel } from "./run/panel";
+import { runLanguage, timeoutSeconds } from "./run/result";
 
 const ROLE_TEXT: Record<Role, string> = {
   mentor: "Mentor — read-only",
@@ -96,6 +98,7 @@ class RoomPage {
   private provider!: RoomProvider;
   private editor!: CodeEditor;
   private leaving = false;
+  private runPanel: RunPanel | null = null;
 
   private readonly roleEl = h("span", { class: "badge role-pending", id: "role", "data-role": "" }, "Joining…");
   private readonly statusEl = h(
@@ -222,6 +225,15 @@ class RoomPage {
       if (e.target === this.dialog) this.dialog.close();
     });
     this.dialog.addEventListener("close", () => this.editor?.view.focus());
+    const language = runLanguage(this.block.language);
+    if (language) {
+      this.runPanel = new RunPanel({
+        language,
+        limitSeconds: timeoutSeconds(this.block.runTimeoutSeconds),
+        code: () => this.provider.doc.getText("code").toString(),
+        share: (msg) => this.provider.sendControl(msg),
+      });
+    }
 
     const skip = h("a", { class: "skip-link", href: "#editor" }, "Skip to editor");
     skip.addEventListener("click", (e) => {
@@ -255,7 +267,15 @@ class RoomPage {
         h("div", { class: "room-notes" }, this.roleNoteEl, this.awayEl, this.messageEl),
         this.editorHost,
         this.hintEl,
-        h("aside", { class: "room-side" }, nameForm, this.peopleTitle, this.peopleEl),
+        this.runPanel?.element,
+        h(
+          "aside",
+          { class: "room-side" },
+          nameForm,
+          this.peopleTitle,
+          this.peopleEl,
+          this.runPanel?.dashboard,
+        ),
       ),
       this.dialog,
     );
@@ -408,6 +428,7 @@ class RoomPage {
     switch (ev.type) {
       case "welcome":
         this.onWelcome(ev.role, ev.resumeToken, ev.session, ev.graceSeconds);
+        this.runPanel?.setRole(ev.role);
         break;
       case "presence": {
         const parts = [plural(ev.students, "student"), plural(ev.watchers, "watcher")];
@@ -425,6 +446,10 @@ class RoomPage {
         break;
       case "room-closed":
         this.goToLobby("mentor-left");
+        break;
+      case "run":
+      case "runs":
+        this.runPanel?.receive(ev.type === "run" ? [ev.run] : ev.runs);
         break;
     }
   }
