@@ -49,7 +49,7 @@ class SessionRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def decode(cls, raw: bytes) -> SessionRecord:
+    def decode(cls, raw: bytes | str) -> SessionRecord:
         """Raises ValueError/TypeError on anything that is not a record we wrote."""
         data = orjson.loads(raw)
         if not isinstance(data, dict):
