@@ -87,7 +87,7 @@ class Gateway:
         self.hub = Hub(
             settings,
             self.redis,
-            BlockSource(self.gate, self.redis, keys, settings),
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
             Archiver(archive_queue, self._sessions, write_timeout),
             self.metrics,
         )
