@@ -194,6 +194,7 @@ class Hub:
         self.metrics.connections.inc()
         try:
             client, role, token = (_param(params, k) for k in ("client", "role", "token"))
+            ws.heartbeat = _param(params, "heartbeat") == "1"
             del params
             await self._serve(ws, block_id, client, role == "watcher", token)
         finally:
@@ -561,7 +562,8 @@ class Hub:
             for ws in sockets:
                 if ws.protocol.state is not State.OPEN:
                     continue
-                self._write(ws, heartbeat)
+                if ws.heartbeat:  # stock clients would log each one as unknown
+                    self._write(ws, heartbeat)
                 try:
                     waiter = cast(asyncio.Future[float], await ws.ping())
                 except ConnectionClosed:

@@ -170,7 +170,8 @@ export class RoomProvider {
   }
 
   private url(): string {
-    const q = new URLSearchParams({ client: this.opts.clientId });
+    // heartbeat=1: the gateway sends us a heartbeat event every few seconds (liveness).
+    const q = new URLSearchParams({ client: this.opts.clientId, heartbeat: "1" });
     if (this.opts.watcher) q.set("role", "watcher");
     const token = this.opts.token();
     if (token) q.set("token", token);
