@@ -177,6 +177,19 @@ class ArchiveQueue:
             replies = await pipe.execute()
         return int(replies[-1])
 
+    async def keep(self, consumer: str, ids: list[bytes]) -> None:
+        """Reset the idle time of entries this consumer is still writing (XCLAIM to
+        itself, JUSTID), so that a slow write is not mistaken for a dead consumer."""
+        if ids:
+            await self.redis.xclaim(
+                self.key,
+                ARCHIVE_GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=list[int | bytes | str | memoryview](ids),
+                justid=True,
+            )
+
     async def depth(self) -> int:
         return int(await self.redis.xlen(self.key))
 
@@ -347,6 +360,13 @@ class Drainer:
             return []
         return await self.queue.read_new(self.consumer, n, self.block_ms)
 
+    async def _keep(self, ids: list[bytes]) -> None:
+        """While a batch is being written, keep its entries ours (see `ArchiveQueue.keep`)."""
+        while True:
+            await asyncio.sleep(self.claim_idle_ms / 3000)
+            with contextlib.suppress(Exception):
+                await self.queue.keep(self.consumer, ids)
+
     async def _drain(self, entries: list[tuple[bytes, Any]]) -> None:
         started = time.monotonic()
         ids: list[bytes] = []
@@ -366,7 +386,11 @@ class Drainer:
                 log.error("archive entry %r is not a session record (%s): %r", eid, exc, fields)
                 ids.append(eid)  # it can never be written: drop it, loudly
         self._own_pending = True  # until this batch is acknowledged
-        outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        keeper = asyncio.create_task(self._keep(record_ids), name="archive-keep")
+        try:
+            outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        finally:
+            keeper.cancel()
         for index, eid in enumerate(record_ids):
             if index in outcome.failed:
                 log.error(
