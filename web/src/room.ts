@@ -153,6 +153,7 @@ class RoomPage {
         probeAfterMs,
         deadAfterMs: probeAfterMs && probeAfterMs * 2 + 1000,
         heartbeatMs: this.config.heartbeatSeconds && this.config.heartbeatSeconds * 1000,
+        rate: { perSecond: this.config.limits.maxUpdatesPerSecond, burst: this.config.limits.updateBurst },
       },
       {
         status: (s, info) => this.onStatus(s, info.base, info.delayMs),
