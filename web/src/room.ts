@@ -546,7 +546,8 @@ class RoomPage {
   private renderSolved(): void {
     const mark = identity.solvedMark(this.block.id);
     if (!mark || mark.session !== this.session || !this.session) return;
-    const by = new Set(this.solvedBy);
+    // Names only ever add up: who solved it stays known after they leave or we reload.
+    const by = new Set([...mark.by, ...this.solvedBy]);
     for (const state of this.provider.awareness.getStates().values()) {
       const st = state as PersonState;
       if (st.solved === this.session && st.user) {
@@ -555,7 +556,7 @@ class RoomPage {
       }
     }
     const names = [...by];
-    if (names.length !== mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
+    if (names.length > mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
     this.solvedBy = names;
     const who = names.length ? ` by ${names.join(" and ")}` : "";
     this.solvedBadge.textContent = `✓ Solved${who}`;
