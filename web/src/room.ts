@@ -156,6 +156,7 @@ class RoomPage {
         probeAfterMs,
         deadAfterMs: probeAfterMs && probeAfterMs * 2 + 1000,
         heartbeatMs: this.config.heartbeatSeconds && this.config.heartbeatSeconds * 1000,
+        rate: { perSecond: this.config.limits.maxUpdatesPerSecond, burst: this.config.limits.updateBurst },
       },
       {
         status: (s, info) => this.onStatus(s, info.base, info.delayMs),
@@ -570,7 +571,8 @@ class RoomPage {
   private renderSolved(): void {
     const mark = identity.solvedMark(this.block.id);
     if (!mark || mark.session !== this.session || !this.session) return;
-    const by = new Set(this.solvedBy);
+    // Names only ever add up: who solved it stays known after they leave or we reload.
+    const by = new Set([...mark.by, ...this.solvedBy]);
     for (const state of this.provider.awareness.getStates().values()) {
       const st = state as PersonState;
       if (st.solved === this.session && st.user) {
@@ -579,7 +581,7 @@ class RoomPage {
       }
     }
     const names = [...by];
-    if (names.length !== mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
+    if (names.length > mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
     this.solvedBy = names;
     const who = names.length ? ` by ${names.join(" and ")}` : "";
     this.solvedBadge.textContent = `✓ Solved${who}`;
