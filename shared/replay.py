@@ -1,0 +1,195 @@
+"""Session replay: from a closed room's history to the bounded record the archive keeps.
+
+Pure functions (no I/O). The gateway's closing path calls `build_replay`; the api's
+replay route calls `decode_replay`. Design, the bound and the failure cases:
+docs/replay.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pycrdt import Doc, Text, merge_updates
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+WINDOWS_MS = (250, 1_000, 5_000, 15_000, 60_000, 300_000)
+UPDATE_KINDS = frozenset("our")  # entries whose data is a Yjs update
+EVENT_KINDS = frozenset("jlsch")  # join, leave, solved, chat, hint: never thinned
+ROLES = {"m": "mentor", "s": "student", "w": "watcher"}
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One entry of a room's history stream."""
+
+    at_ms: int  # the Redis clock when it was appended (the stream id's first part)
+    kind: str  # o, u, j, l, s, r, c, h
+    author: str  # '<role letter><client id>[\t<name>]', several separated by '\n'
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    t: int  # ms since the session opened
+    kind: str
+    authors: tuple[int, ...]
+    data: bytes | str | None  # a Yjs update (o, u, r, x), a text (c, h), or nothing
+
+
+class _Authors:
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.rows: list[Json] = []
+
+    def of(self, tags: str) -> tuple[int, ...]:
+        out: list[int] = []
+        for tag in tags.split("\n"):
+            if len(tag) < 2 or tag[0] not in ROLES:
+                continue
+            who, _, name = tag.partition("\t")
+            i = self.index.get(who)
+            if i is None:
+                i = self.index[who] = len(self.rows)
+                self.rows.append({"id": who[1:], "role": ROLES[who[0]], "name": ""})
+            if name:
+                self.rows[i]["name"] = name
+            if i not in out:
+                out.append(i)
+        return tuple(out)
+
+
+def steps_of(history: Sequence[HistoryEntry], started_at_ms: int) -> tuple[list[Step], list[Json]]:
+    """The history as steps (times relative to the start) and the list of authors."""
+    authors = _Authors()
+    steps: list[Step] = []
+    for entry in history:
+        t = max(0, entry.at_ms - started_at_ms)
+        if entry.kind in UPDATE_KINDS:
+            if not entry.data:
+                continue
+            steps.append(Step(t, entry.kind, authors.of(entry.author), entry.data))
+        elif entry.kind in EVENT_KINDS:
+            text = entry.data.decode(errors="replace") if entry.kind in "ch" else None
+            steps.append(Step(t, entry.kind, authors.of(entry.author), text))
+        else:
+            log.warning("history entry of unknown kind %r skipped", entry.kind)
+    return steps, authors.rows
+
+
+def coarsen(steps: Sequence[Step], window_ms: float) -> list[Step]:
+    """Merge runs of consecutive updates by the same authors spanning at most window_ms.
+
+    A merged step holds the union of a prefix of the run, so every state it leads to is
+    one the room had; it carries the time of the run's last update."""
+    out: list[Step] = []
+    run: list[Step] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        if len(run) == 1:
+            out.append(run[0])
+        else:
+            data = merge_updates(*(bytes(s.data) for s in run if isinstance(s.data, bytes)))
+            out.append(Step(run[-1].t, "u", run[0].authors, data))
+        run.clear()
+
+    for step in steps:
+        if step.kind == "u" and run and run[0].authors == step.authors:
+            if step.t - run[0].t <= window_ms:
+                run.append(step)
+                continue
+        flush()
+        if step.kind == "u":
+            run.append(step)
+        else:
+            out.append(step)
+    flush()
+    return out
+
+
+def replayed_doc(steps: Sequence[Step]) -> Doc[Text]:
+    doc: Doc[Text] = Doc()
+    for step in steps:
+        if isinstance(step.data, bytes):
+            doc.apply_update(step.data)
+    return doc
+
+
+def _encode(steps: Sequence[Step], authors: list[Json], bound: Json) -> bytes:
+    rows = [
+        [
+            s.t,
+            s.kind,
+            list(s.authors),
+            base64.b64encode(s.data).decode() if isinstance(s.data, bytes) else s.data,
+        ]
+        for s in steps
+    ]
+    payload = {"v": FORMAT, "authors": authors, "steps": rows, "bound": bound}
+    return zlib.compress(orjson.dumps(payload), 9)
+
+
+def build_replay(
+    history: Sequence[HistoryEntry],
+    *,
+    started_at_ms: int,
+    final_state: bytes,
+    max_bytes: int,
+    history_cut: bool = False,
+) -> bytes | None:
+    """The compressed replay of a session, at most ``max_bytes``; None if even the
+    coarsest form does not fit. ``final_state`` is the document the room closed with
+    (a Yjs update): the replay always ends on exactly that text."""
+    steps, authors = steps_of(history, started_at_ms)
+    final: Doc[Text] = Doc()
+    if final_state:
+        final.apply_update(final_state)
+    final_text = str(final.get("code", type=Text))
+    end = max((s.t for s in steps), default=0)
+    raw_updates = sum(1 for s in steps if s.kind == "u")
+    raw_size = 0
+    for window in (0, *WINDOWS_MS, float("inf"), None):
+        if window is None:  # the last resort: only the events and the final text
+            kept = [s for s in steps if s.kind not in ("u", "r")]
+        else:
+            kept = coarsen(steps, window) if window else list(steps)
+        doc = replayed_doc(kept)
+        if str(doc.get("code", type=Text)) != final_text:
+            missing = final.get_update(doc.get_state())
+            kept.append(Step(end, "x", (), missing))
+        bound = {
+            "windowMs": None if window is None else (-1 if window == float("inf") else window),
+            "rawUpdates": raw_updates,
+            "keptUpdates": sum(1 for s in kept if s.kind == "u"),
+            "rawBytes": raw_size,
+            "historyCut": history_cut,
+        }
+        blob = _encode(kept, authors, bound)
+        if window == 0:
+            raw_size = len(blob)
+            bound["rawBytes"] = raw_size
+            blob = _encode(kept, authors, bound)
+        if len(blob) <= max_bytes:
+            return blob
+    return None
+
+
+def decode_replay(blob: bytes) -> Json:
+    """The stored replay as JSON (raises ValueError on anything we did not write)."""
+    try:
+        data = orjson.loads(zlib.decompress(blob))
+    except (zlib.error, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"not a replay: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != FORMAT:
+        raise ValueError("unknown replay format")
+    return data
