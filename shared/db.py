@@ -17,6 +17,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import orjson
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
@@ -135,6 +136,36 @@ class MongoGate:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+BLOCK_COPY_MISSING_MS = 5000
+"""How long a Redis block copy remembers that a block does not exist."""
+
+
+def encode_block_copy(parts: tuple[str, str] | None) -> bytes:
+    """The Redis copy of a block for room opens (`Keys.block_copy`): its (template,
+    solution), or None for a block MongoDB does not have. Written by the api and the
+    gateways, read by the gateways; this and `decode_block_copy` are its only codec."""
+    if parts is None:
+        return b'{"missing":true}'
+    return orjson.dumps({"template": parts[0], "solution": parts[1]})
+
+
+def decode_block_copy(raw: bytes | str | None) -> tuple[bool, tuple[str, str] | None]:
+    """(usable, (template, solution) or None if the block does not exist); a missing
+    or malformed copy is not usable (the caller asks MongoDB)."""
+    if raw is None:
+        return False, None
+    try:
+        data = orjson.loads(raw)
+        if data.get("missing") is True:
+            return True, None
+        template, solution = data["template"], data["solution"]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return False, None
+    if not isinstance(template, str) or not isinstance(solution, str):
+        return False, None
+    return True, (template, solution)
 
 
 def _iso(value: datetime | None) -> str | None:

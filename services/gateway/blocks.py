@@ -19,12 +19,17 @@ import re
 import time
 from dataclasses import dataclass
 
-import orjson
 from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.db import MongoGate, op_timeout
+from shared.db import (
+    BLOCK_COPY_MISSING_MS,
+    MongoGate,
+    decode_block_copy,
+    encode_block_copy,
+    op_timeout,
+)
 from shared.documents import CodeBlock
 from shared.keys import Keys
 from shared.settings import Settings
@@ -32,7 +37,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
-MISSING_COPY_MS = 5000  # how long Redis remembers that a block does not exist
 MAX_IDS_PER_QUERY = 200
 MAX_CACHED = 10000
 
@@ -46,28 +50,6 @@ class Block:
     id: str
     template: str
     solution: str
-
-
-def encode_copy(block: Block | None) -> bytes:
-    if block is None:
-        return b'{"missing":true}'
-    return orjson.dumps({"template": block.template, "solution": block.solution})
-
-
-def decode_copy(block_id: str, raw: bytes | str | None) -> tuple[bool, Block | None]:
-    """(found, block) from a Redis copy; found is False if there is no usable copy."""
-    if raw is None:
-        return False, None
-    try:
-        data = orjson.loads(raw)
-        if data.get("missing") is True:
-            return True, None
-        template, solution = data["template"], data["solution"]
-        if not isinstance(template, str) or not isinstance(solution, str):
-            return False, None
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-        return False, None
-    return True, Block(block_id, template, solution)
 
 
 class BlockSource:
@@ -147,9 +129,9 @@ class BlockSource:
             return {}
         out: dict[str, Block | None] = {}
         for block_id, raw in zip(ids, raws, strict=True):
-            ok, block = decode_copy(block_id, raw)
+            ok, parts = decode_block_copy(raw)
             if ok:
-                out[block_id] = block
+                out[block_id] = Block(block_id, *parts) if parts is not None else None
         return out
 
     async def _from_mongo(self, ids: list[str]) -> dict[str, Block | None]:
@@ -176,6 +158,7 @@ class BlockSource:
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for block_id, block in blocks.items():
-                    px = ttl_ms if block is not None else min(ttl_ms, MISSING_COPY_MS)
-                    pipe.set(self._keys.block_copy(block_id), encode_copy(block), px=px)
+                    parts = (block.template, block.solution) if block is not None else None
+                    px = ttl_ms if block is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
+                    pipe.set(self._keys.block_copy(block_id), encode_block_copy(parts), px=px)
                 await pipe.execute()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,15 +11,22 @@ from typing import Any
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.api.auth import require_admin
 from services.api.body import read_json, validate
-from services.api.deps import deps
+from services.api.deps import Deps, deps, redis_timeout
 from services.api.errors import ApiError
-from shared.db import admin_block, public_block, room_session_json
+from shared.db import (
+    BLOCK_COPY_MISSING_MS,
+    admin_block,
+    encode_block_copy,
+    public_block,
+    room_session_json,
+)
 from shared.documents import BlockPatch, BlockSpec, CodeBlock, RoomSession, utcnow
 
 _OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
@@ -56,12 +65,16 @@ def _duplicate(slug: str) -> ApiError:
 
 
 async def list_blocks(request: Request) -> Response:
-    """The lobby: every block as {id, slug, title, language, description}, by title."""
+    """The lobby: every block as {id, slug, title, language, description}, by title.
+
+    Served from the block cache (services/api/block_cache.py): X-Cache says hit, miss
+    or stale, Age how old the copy is."""
     d = deps(request)
-    async with d.mongo_op():
-        rows = await CodeBlock.find_all().sort("+title", "+_id").project(_Summary).to_list()
-    return JSONResponse(
-        [
+
+    async def load() -> list[dict[str, str]]:
+        async with d.mongo_op():
+            rows = await CodeBlock.find_all().sort("+title", "+_id").project(_Summary).to_list()
+        return [
             {
                 "id": str(r.id),
                 "slug": r.slug,
@@ -71,15 +84,38 @@ async def list_blocks(request: Request) -> Response:
             }
             for r in rows
         ]
-    )
+
+    cached = await d.blocks.get("list", load)
+    return JSONResponse(cached.value, headers=cached.headers())
+
+
+async def _copy_for_gateways(d: Deps, block_id: str, doc: CodeBlock | None) -> None:
+    """Leave the block for the gateways' room opens (best effort: a cache)."""
+    ttl_ms = int(d.settings.block_cache_seconds * 1000)
+    if ttl_ms <= 0:
+        return
+    parts = (doc.template, doc.solution) if doc is not None else None
+    px = ttl_ms if doc is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
+    with contextlib.suppress(RedisError, TimeoutError, OSError):
+        async with asyncio.timeout(redis_timeout(d.settings)):
+            await d.redis.set(d.keys.block_copy(block_id), encode_block_copy(parts), px=px)
 
 
 async def get_block(request: Request) -> Response:
-    """One block with its template; never its solution."""
+    """One block with its template; never its solution (cached as the list is)."""
     block_id = _object_id(request)
-    async with deps(request).mongo_op():
-        doc = await _block_or_404(block_id)
-    return JSONResponse(public_block(doc))
+    d = deps(request)
+
+    async def load() -> dict[str, Any] | None:
+        async with d.mongo_op():
+            doc = await CodeBlock.get(block_id)
+        await _copy_for_gateways(d, str(block_id), doc)
+        return public_block(doc) if doc is not None else None
+
+    cached = await d.blocks.get(f"block:{block_id}", load)
+    if cached.value is None:
+        raise ApiError(404, "no such code block")
+    return JSONResponse(cached.value, headers=cached.headers())
 
 
 async def create_block(request: Request) -> Response:
@@ -93,6 +129,7 @@ async def create_block(request: Request) -> Response:
             await doc.insert()
         except DuplicateKeyError:
             raise _duplicate(spec.slug) from None
+    await d.blocks.invalidate(str(doc.id))
     return JSONResponse(
         admin_block(doc),
         status_code=201,
@@ -119,6 +156,7 @@ async def replace_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, spec.model_dump())
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
 
 
@@ -135,6 +173,7 @@ async def patch_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, changes)
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
 
 
@@ -146,6 +185,7 @@ async def delete_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await doc.delete()
+    await d.blocks.invalidate(str(block_id))
     return Response(status_code=204)
 
 
