@@ -210,4 +210,5 @@ def room_session_json(doc: RoomSession) -> JSON:
         "solved": doc.solved,
         "peakStudents": doc.peak_students,
         "reason": doc.reason,
+        "replayBytes": doc.replay_bytes,
     }

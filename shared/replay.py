@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pycrdt import Doc, Text, merge_updates
+from pycrdt import Decoder, Doc, Text, get_state, merge_updates
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,32 @@ def steps_of(history: Sequence[HistoryEntry], started_at_ms: int) -> tuple[list[
     return steps, authors.rows
 
 
-def coarsen(steps: Sequence[Step], window_ms: float) -> list[Step]:
-    """Merge runs of consecutive updates by the same authors spanning at most window_ms.
+def yjs_clients(update: bytes) -> list[int]:
+    """The Yjs client ids whose items an update carries (from its state vector)."""
+    decoder = Decoder(get_state(update))
+    out = []
+    for _ in range(decoder.read_var_uint()):
+        out.append(decoder.read_var_uint())
+        decoder.read_var_uint()
+    return out
 
-    A merged step holds the union of a prefix of the run, so every state it leads to is
-    one the room had; it carries the time of the run's last update."""
+
+def client_authors(steps: Sequence[Step]) -> dict[int, int]:
+    """Yjs client id -> author index, learnt from the updates that have one author
+    (the colours of the replay: every character carries the client id that typed it)."""
+    out: dict[int, int] = {}
+    for step in steps:
+        if step.kind == "u" and len(step.authors) == 1 and isinstance(step.data, bytes):
+            for client in yjs_clients(step.data):
+                out.setdefault(client, step.authors[0])
+    return out
+
+
+def coarsen(steps: Sequence[Step], window_ms: float) -> list[Step]:
+    """Merge runs of consecutive updates spanning at most window_ms (events end a run).
+
+    A merged step holds the union of a prefix of the history, so every state it leads to
+    is one the room had; it carries the time of the run's last update and its authors."""
     out: list[Step] = []
     run: list[Step] = []
 
@@ -100,11 +121,12 @@ def coarsen(steps: Sequence[Step], window_ms: float) -> list[Step]:
             out.append(run[0])
         else:
             data = merge_updates(*(bytes(s.data) for s in run if isinstance(s.data, bytes)))
-            out.append(Step(run[-1].t, "u", run[0].authors, data))
+            authors = tuple(dict.fromkeys(a for s in run for a in s.authors))
+            out.append(Step(run[-1].t, "u", authors, data))
         run.clear()
 
     for step in steps:
-        if step.kind == "u" and run and run[0].authors == step.authors:
+        if step.kind == "u" and run:
             if step.t - run[0].t <= window_ms:
                 run.append(step)
                 continue
@@ -125,7 +147,9 @@ def replayed_doc(steps: Sequence[Step]) -> Doc[Text]:
     return doc
 
 
-def _encode(steps: Sequence[Step], authors: list[Json], bound: Json) -> bytes:
+def _encode(
+    steps: Sequence[Step], authors: list[Json], clients: dict[int, int], bound: Json
+) -> bytes:
     rows = [
         [
             s.t,
@@ -135,7 +159,13 @@ def _encode(steps: Sequence[Step], authors: list[Json], bound: Json) -> bytes:
         ]
         for s in steps
     ]
-    payload = {"v": FORMAT, "authors": authors, "steps": rows, "bound": bound}
+    payload = {
+        "v": FORMAT,
+        "authors": authors,
+        "clients": {str(c): a for c, a in clients.items()},
+        "steps": rows,
+        "bound": bound,
+    }
     return zlib.compress(orjson.dumps(payload), 9)
 
 
@@ -151,6 +181,7 @@ def build_replay(
     coarsest form does not fit. ``final_state`` is the document the room closed with
     (a Yjs update): the replay always ends on exactly that text."""
     steps, authors = steps_of(history, started_at_ms)
+    clients = client_authors(steps)
     final: Doc[Text] = Doc()
     if final_state:
         final.apply_update(final_state)
@@ -174,11 +205,11 @@ def build_replay(
             "rawBytes": raw_size,
             "historyCut": history_cut,
         }
-        blob = _encode(kept, authors, bound)
+        blob = _encode(kept, authors, clients, bound)
         if window == 0:
             raw_size = len(blob)
             bound["rawBytes"] = raw_size
-            blob = _encode(kept, authors, bound)
+            blob = _encode(kept, authors, clients, bound)
         if len(blob) <= max_bytes:
             return blob
     return None

@@ -124,6 +124,52 @@ SCHEMAS: JSON = {
             "solved": {"type": "boolean"},
             "peakStudents": {"type": "integer", "minimum": 0},
             "reason": {"type": "string"},
+            "replayBytes": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Size of the stored replay (compressed); 0: none.",
+            },
+        },
+    },
+    "Replay": {
+        "description": "A session's record for replay (docs/replay.md). Step: [t (ms since "
+        "the session opened), kind (o template, u edit, r re-seed, x jump to the final "
+        "code: data is a base64 Yjs update; j join, l leave, s solved: data null; c chat, "
+        "h hint: data is the text), author indexes, data].",
+        "type": "object",
+        "required": ["session", "authors", "steps", "bound"],
+        "properties": {
+            "session": _ref("RoomSession"),
+            "authors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "role", "name"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "role": {"type": "string", "enum": ["mentor", "student", "watcher"]},
+                        "name": {"type": "string"},
+                    },
+                },
+            },
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "prefixItems": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "enum": list("ourxjlsch")},
+                        {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        {"type": ["string", "null"]},
+                    ],
+                    "minItems": 4,
+                    "maxItems": 4,
+                },
+            },
+            "bound": {
+                "type": "object",
+                "description": "How the record was bounded: windowMs 0 = every step kept.",
+            },
         },
     },
     "Rooms": {
@@ -281,6 +327,28 @@ PATHS: JSON = {
                 "200": _json({"type": "array", "items": _ref("RoomSession")}, "Sessions."),
                 **_ADMIN_ERRORS,
                 "404": _error("Unknown or malformed id."),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
+    "/api/sessions/{sessionId}/replay": {
+        "parameters": [
+            {
+                "name": "sessionId",
+                "in": "path",
+                "required": True,
+                "description": "The archived session's id (from the sessions list).",
+                "schema": {"type": "string"},
+            }
+        ],
+        "get": {
+            "operationId": "getSessionReplay",
+            "summary": "Admin: the replay of an archived session.",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(_ref("Replay"), "The replay."),
+                **_ADMIN_ERRORS,
+                "404": _error("Unknown session, or a session archived without a replay."),
                 "503": _UNAVAILABLE,
             },
         },

@@ -341,9 +341,7 @@ class Hub:
             self.fanout(handle, frame, skip=member_id)
         if effects.publish_update is not None and handle.core is not None:
             author = self.authors.tag(handle.core, member_id)
-            self.outbox.update(
-                handle.block.id, handle.core.session, effects.publish_update, author
-            )
+            self.outbox.update(handle.block.id, handle.core.session, effects.publish_update, author)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
             self.outbox.awareness(channel, self.awareness_tag + effects.publish_awareness)

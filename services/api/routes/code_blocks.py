@@ -196,12 +196,14 @@ async def list_sessions(request: Request) -> Response:
     block_id = _object_id(request)
     async with d.mongo_op():
         await _block_or_404(block_id)
-        sessions = (
-            await RoomSession.find({"block_id": str(block_id)})
-            .sort("-started_at", "-_id")
+        # The replay (the bulk of a session document) is left out: only its route reads it.
+        cursor = (
+            RoomSession.get_pymongo_collection()
+            .find({"block_id": str(block_id)}, projection={"replay": 0})
+            .sort([("started_at", -1), ("_id", -1)])
             .limit(MAX_SESSIONS)
-            .to_list()
         )
+        sessions = [RoomSession.model_validate(raw) async for raw in cursor]
     return JSONResponse([room_session_json(s) for s in sessions])
 
 
