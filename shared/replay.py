@@ -72,7 +72,9 @@ def steps_of(history: Sequence[HistoryEntry], started_at_ms: int) -> tuple[list[
     authors = _Authors()
     steps: list[Step] = []
     for entry in history:
-        t = max(0, entry.at_ms - started_at_ms)
+        # The template is what the room had from its first moment (the Redis clock that
+        # stamped it may run a millisecond behind or ahead of the gateway's).
+        t = 0 if entry.kind == "o" else max(0, entry.at_ms - started_at_ms)
         if entry.kind in UPDATE_KINDS:
             if not entry.data:
                 continue

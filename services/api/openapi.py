@@ -152,6 +152,11 @@ SCHEMAS: JSON = {
                     },
                 },
             },
+            "clients": {
+                "type": "object",
+                "description": "Yjs client id -> author index: who typed each character.",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
             "steps": {
                 "type": "array",
                 "items": {
@@ -311,6 +316,20 @@ PATHS: JSON = {
             "security": _ADMIN,
             "responses": {
                 "204": {"description": "Deleted."},
+                **_ADMIN_ERRORS,
+                "404": _error("Unknown or malformed id."),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
+    "/api/code-blocks/{id}/admin": {
+        "parameters": [_ID_PARAM],
+        "get": {
+            "operationId": "getCodeBlockAdmin",
+            "summary": "Admin: one block with its solution (for editing).",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(_ref("AdminBlock"), "The block, solution included."),
                 **_ADMIN_ERRORS,
                 "404": _error("Unknown or malformed id."),
                 "503": _UNAVAILABLE,

@@ -84,6 +84,8 @@ async def test_responses_match_their_schemas(
         ("/api/code-blocks/{id}", "patch", f"/api/code-blocks/{made['id']}", {"title": "T"}),
         ("/api/code-blocks/{id}", "put", f"/api/code-blocks/{made['id']}", make_block()),
         ("/api/code-blocks/{id}/sessions", "get", f"/api/code-blocks/{made['id']}/sessions", None),
+        ("/api/code-blocks/{id}/admin", "get", f"/api/code-blocks/{made['id']}/admin", None),
+        ("/api/code-blocks/{id}/admin", "get", "/api/code-blocks/nope/admin", None),
         ("/api/code-blocks/{id}", "delete", f"/api/code-blocks/{made['id']}", None),
         ("/api/sessions/{sessionId}/replay", "get", "/api/sessions/nope/replay", None),
         ("/api/sessions/{sessionId}/replay", "get", "/api/sessions/a%2Fb/replay", None),

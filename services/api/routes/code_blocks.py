@@ -118,6 +118,16 @@ async def get_block(request: Request) -> Response:
     return JSONResponse(cached.value, headers=cached.headers())
 
 
+async def get_admin_block(request: Request) -> Response:
+    """Admin: one block with its solution (what the admin area's editor loads)."""
+    d = deps(request)
+    require_admin(request, d.settings)
+    block_id = _object_id(request)
+    async with d.mongo_op():
+        doc = await _block_or_404(block_id)
+    return JSONResponse(admin_block(doc), headers={"Cache-Control": "no-store"})
+
+
 async def create_block(request: Request) -> Response:
     """Admin: create a block (the response includes the solution)."""
     d = deps(request)
@@ -229,6 +239,12 @@ routes = [
         by_method(GET=get_block, PUT=replace_block, PATCH=patch_block, DELETE=delete_block),
         methods=["GET", "PUT", "PATCH", "DELETE"],
         name="code_block",
+    ),
+    Route(
+        "/api/code-blocks/{id}/admin",
+        get_admin_block,
+        methods=["GET"],
+        name="code_block_admin",
     ),
     Route(
         "/api/code-blocks/{id}/sessions",

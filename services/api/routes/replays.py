@@ -51,6 +51,7 @@ async def get_replay(request: Request) -> Response:
         {
             "session": session,
             "authors": replay.get("authors", []),
+            "clients": replay.get("clients", {}),
             "steps": replay.get("steps", []),
             "bound": replay.get("bound", {}),
         },
