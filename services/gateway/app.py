@@ -86,7 +86,7 @@ class Gateway:
         self.hub = Hub(
             settings,
             self.redis,
-            BlockSource(self.gate, self.redis, keys, settings),
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
             Archiver(archive_queue, self._sessions, write_timeout, settings.replay_max_bytes),
             self.metrics,
         )

@@ -23,6 +23,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.gateway.metrics import GatewayMetrics
 from shared.db import (
     BLOCK_COPY_MISSING_MS,
     MongoGate,
@@ -53,7 +54,14 @@ class Block:
 
 
 class BlockSource:
-    def __init__(self, gate: MongoGate, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self,
+        gate: MongoGate,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._gate = gate
         self._redis = redis
         self._keys = keys
@@ -63,7 +71,7 @@ class BlockSource:
         self._inflight: dict[str, asyncio.Future[Block | None]] = {}
         self._wanted: list[str] = []
         self._lookups: set[asyncio.Task[None]] = set()
-        self.mongo_reads = 0  # blocks read from MongoDB (for tests and figures)
+        self._metrics = metrics
 
     @staticmethod
     def valid_id(block_id: str) -> bool:
@@ -142,7 +150,8 @@ class BlockSource:
                 {"template": 1, "solution": 1},
             )
             docs = await cursor.to_list()
-        self.mongo_reads += len(ids)
+        if self._metrics is not None:
+            self._metrics.block_mongo_reads += len(ids)
         out: dict[str, Block | None] = dict.fromkeys(ids)
         for doc in docs:
             block_id = str(doc["_id"])
