@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
+from typing import Any
 
 from pycrdt import Doc, Text
 
@@ -60,7 +61,7 @@ def _typed_session(
     return history, seen, room
 
 
-def _texts(replay: dict) -> list[tuple[int, str]]:
+def _texts(replay: dict[str, Any]) -> list[tuple[int, str]]:
     doc: Doc[Text] = Doc()
     out = []
     for t, kind, _, data in replay["steps"]:

@@ -158,22 +158,22 @@ def _room_states(fleet: Fleet, block_id: str, template: str) -> tuple[list[str],
     keys = Keys(fleet.env["REDIS_PREFIX"]).room(block_id)
     client = Redis.from_url(fleet.redis.url)
     try:
-        log = client.xrange(keys.log)
-        history = client.xrange(keys.history)
+        log: list[Any] = list(client.xrange(keys.log) or [])
+        history: list[Any] = list(client.xrange(keys.history) or [])
         snap_seq = int(client.hget(keys.state, "snap_seq") or 0)
-        snapshot = client.get(keys.doc)
+        snapshot: Any = client.get(keys.doc)
     finally:
         client.close()
     assert snap_seq == 0, "the log was compacted: raise LOG_COMPACT_ENTRIES"
     doc: Doc[Text] = Doc()
     assert snapshot is not None
-    doc.apply_update(snapshot)
+    doc.apply_update(bytes(snapshot))
     texts = [str(doc.get("code", type=Text))]
     assert texts[0] == template
     for _, fields in log:
-        doc.apply_update(fields[b"u"])
+        doc.apply_update(bytes(fields[b"u"]))
         texts.append(str(doc.get("code", type=Text)))
-    times = [int(eid.split(b"-")[0]) for eid, f in history if f[b"k"] == b"u"]
+    times = [int(bytes(eid).split(b"-")[0]) for eid, f in history if f[b"k"] == b"u"]
     assert len(times) == len(log)
     return texts, times
 
