@@ -35,9 +35,13 @@ def busy_session(minutes: float, seed: int = 7) -> tuple[list[HistoryEntry], byt
     template["code"] = tpl = Text()
     tpl += "// exercise\n" + "".join(f"// student {i}\n\n" for i in range(STUDENTS))
     history = [HistoryEntry(START, "o", "", template.get_update())]
+    captured: list[bytes] = []
     for i in range(STUDENTS):
         d: Doc[Text] = Doc()
         d.apply_update(template.get_update())
+        # What a browser sends: each transaction's own update (not a diff carrying the
+        # whole delete set, which is what get_update(state) would give).
+        d.observe(lambda event: captured.append(event.update))
         docs.append(d)
         history.append(HistoryEntry(START + 100 + i, "j", f"sclient{i}\tStudent {i}", b""))
     words = "const let return if else for while function => ( ) { } ; = + - * x y n i sum".split()
@@ -57,7 +61,7 @@ def busy_session(minutes: float, seed: int = 7) -> tuple[list[HistoryEntry], byt
         marker = str(text).find(f"// student {i}\n")
         line_end = str(text).find("\n// student", marker + 5)
         end = line_end if line_end >= 0 else len(text)
-        before = d.get_state()
+        captured.clear()
         if rng.random() < 0.15 and end - marker > 20:
             del text[end - 1 : end]
         else:
@@ -65,7 +69,8 @@ def busy_session(minutes: float, seed: int = 7) -> tuple[list[HistoryEntry], byt
                 pending[i] = rng.choice(words) + rng.choice([" ", " ", "\n  "])
             text.insert(end, pending[i][0])
             pending[i] = pending[i][1:]
-        update = d.get_update(before)
+        (update,) = captured
+        captured.clear()
         for j, other in enumerate(docs):
             if j != i:
                 other.apply_update(update)

@@ -187,19 +187,21 @@ def build_replay(
     final: Doc[Text] = Doc()
     if final_state:
         final.apply_update(final_state)
-    final_text = str(final.get("code", type=Text))
     end = max((s.t for s in steps), default=0)
+    # Merging is lossless, so every coarsened form ends where the full one does: the
+    # missing difference (if any) is computed once and appended to each candidate.
+    replayed = replayed_doc(steps)
+    jump: list[Step] = []
+    if str(replayed.get("code", type=Text)) != str(final.get("code", type=Text)):
+        jump = [Step(end, "x", (), final.get_update(replayed.get_state()))]
     raw_updates = sum(1 for s in steps if s.kind == "u")
     raw_size = 0
     for window in (0, *WINDOWS_MS, float("inf"), None):
-        if window is None:  # the last resort: only the events and the final text
+        if window is None:  # the last resort: only the events, then the final text
             kept = [s for s in steps if s.kind not in ("u", "r")]
+            kept.append(Step(end, "x", (), final.get_update(replayed_doc(kept).get_state())))
         else:
-            kept = coarsen(steps, window) if window else list(steps)
-        doc = replayed_doc(kept)
-        if str(doc.get("code", type=Text)) != final_text:
-            missing = final.get_update(doc.get_state())
-            kept.append(Step(end, "x", (), missing))
+            kept = (coarsen(steps, window) if window else list(steps)) + jump
         bound = {
             "windowMs": None if window is None else (-1 if window == float("inf") else window),
             "rawUpdates": raw_updates,
@@ -209,11 +211,9 @@ def build_replay(
         }
         blob = _encode(kept, authors, clients, bound)
         if window == 0:
-            raw_size = len(blob)
-            bound["rawBytes"] = raw_size
-            blob = _encode(kept, authors, clients, bound)
+            raw_size = bound["rawBytes"] = len(blob)
         if len(blob) <= max_bytes:
-            return blob
+            return blob if window != 0 else _encode(kept, authors, clients, bound)
     return None
 
 

@@ -106,6 +106,9 @@ def test_over_the_bound_coarsens_but_shows_only_real_states() -> None:
     assert texts[-1][1] == str(room.get("code", type=Text))
     times = [t for t, _ in texts]
     assert times == sorted(times)
+    # Each step shows, at its time, the text the room had at that time.
+    for t, text in texts[1:]:
+        assert text == [room_text for at, room_text in seen if at <= t][-1]
 
 
 def test_a_cut_history_ends_with_a_jump_to_the_final_code() -> None:

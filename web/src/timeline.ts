@@ -21,7 +21,8 @@ export interface Run {
   author: number; // -1: the template or nobody we know
 }
 
-export const CHECKPOINT_EVERY = 200;
+export const CHECKPOINT_EVERY = 200; // steps at most between checkpoints
+export const CHECKPOINT_BYTES = 16384; // update bytes at most between checkpoints
 
 function fromBase64(data: string): Uint8Array {
   const raw = atob(data);
@@ -53,6 +54,7 @@ export function parseSteps(rows: unknown): Step[] {
 export class Timeline {
   readonly duration: number;
   private readonly checkpoints: Uint8Array[] = [];
+  private readonly checkpointAt: number[] = []; // steps applied before each checkpoint
   private doc: Y.Doc = new Y.Doc();
   private applied = 0; // steps applied to `doc`
 
@@ -61,12 +63,24 @@ export class Timeline {
     readonly clients: Map<number, number>,
   ) {
     this.duration = steps.length ? steps[steps.length - 1].t : 0;
-    // One pass over the whole session: a checkpoint before every CHECKPOINT_EVERY steps.
+    // One pass over the whole session: a checkpoint before at most CHECKPOINT_EVERY steps
+    // or CHECKPOINT_BYTES of updates, whichever comes first (merged steps are big).
     const doc = new Y.Doc();
+    let since = Infinity;
+    let bytes = 0;
     for (let i = 0; i < steps.length; i++) {
-      if (i % CHECKPOINT_EVERY === 0) this.checkpoints.push(Y.encodeStateAsUpdate(doc));
+      if (since >= CHECKPOINT_EVERY || bytes >= CHECKPOINT_BYTES) {
+        this.checkpoints.push(Y.encodeStateAsUpdate(doc));
+        this.checkpointAt.push(i);
+        since = 0;
+        bytes = 0;
+      }
       const update = steps[i].update;
-      if (update) Y.applyUpdate(doc, update);
+      if (update) {
+        Y.applyUpdate(doc, update);
+        bytes += update.length;
+      }
+      since++;
     }
     doc.destroy();
   }
@@ -83,16 +97,24 @@ export class Timeline {
     return lo;
   }
 
-  /** Bring the document to `count` steps applied (from a checkpoint when going back or far). */
+  /** Bring the document to `count` steps applied (from a checkpoint when going back or
+   * past one). */
   seekIndex(count: number): void {
     const target = Math.max(0, Math.min(count, this.steps.length));
-    if (target < this.applied || target - this.applied > CHECKPOINT_EVERY) {
-      const k = Math.floor(target / CHECKPOINT_EVERY);
+    // The last checkpoint at or before the target.
+    let lo = 0;
+    let hi = this.checkpointAt.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.checkpointAt[mid] <= target) lo = mid + 1;
+      else hi = mid;
+    }
+    const k = lo - 1;
+    if (k >= 0 && (target < this.applied || this.checkpointAt[k] > this.applied)) {
       this.doc.destroy();
       this.doc = new Y.Doc();
-      Y.applyUpdate(this.doc, this.checkpoints[Math.min(k, this.checkpoints.length - 1)] ?? new Uint8Array([0, 0]));
-      this.applied = Math.min(k, this.checkpoints.length - 1) * CHECKPOINT_EVERY;
-      if (this.applied < 0) this.applied = 0;
+      Y.applyUpdate(this.doc, this.checkpoints[k]);
+      this.applied = this.checkpointAt[k];
     }
     for (; this.applied < target; this.applied++) {
       const update = this.steps[this.applied].update;
