@@ -126,6 +126,9 @@ class RoomSession(Document):
     solved: bool = False
     peak_students: int = Field(0, ge=0)
     reason: str = ""  # why it closed, e.g. "mentor-left", "gateway-died"
+    # The compressed replay (shared/replay.py) lives in the same document as the binary
+    # field ``replay``, which only the replay route reads (lists project it out).
+    replay_bytes: int = Field(0, ge=0)
 
     class Settings:
         name = "room_sessions"

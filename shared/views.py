@@ -117,3 +117,6 @@ class RoomSessionView(View):
     solved: bool = False
     peak_students: int = Field(0, ge=0)
     reason: str = ""
+    replay_bytes: int = Field(
+        0, ge=0, description="Size of the stored replay (GET /api/sessions/{sessionId}/replay)."
+    )

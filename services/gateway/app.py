@@ -88,7 +88,7 @@ class Gateway:
             settings,
             self.redis,
             BlockSource(self.gate, self.redis, keys, settings, self.metrics),
-            Archiver(archive_queue, self._sessions, write_timeout),
+            Archiver(archive_queue, self._sessions, write_timeout, settings.replay_max_bytes),
             self.metrics,
         )
         # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so

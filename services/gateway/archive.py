@@ -10,6 +10,7 @@ directly and, failing that, logged in full, so nothing is silently lost.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,31 +22,55 @@ from redis.exceptions import RedisError
 
 from services.gateway.archive_queue import ArchiveQueue, SessionRecord, insert_sessions
 from services.gateway.scripts import Closed
+from shared.replay import build_replay
 
 log = logging.getLogger(__name__)
 
 ENQUEUE_PATIENCE = 10.0  # seconds of Redis trouble before writing to MongoDB directly
 
 
-def final_code(closed: Closed) -> str:
+def final_doc(closed: Closed) -> Doc[Text]:
     doc: Doc[Text] = Doc()
     if closed.snapshot:
         doc.apply_update(closed.snapshot)
     for _, update in closed.entries:
         doc.apply_update(update)
-    return str(doc.get("code", type=Text))
+    return doc
 
 
-def session_record(block_id: str, closed: Closed, reason: str, now_ms: int) -> SessionRecord:
+def final_code(closed: Closed) -> str:
+    return str(final_doc(closed).get("code", type=Text))
+
+
+def session_record(
+    block_id: str, closed: Closed, reason: str, now_ms: int, replay_max_bytes: int = 1 << 18
+) -> SessionRecord:
+    doc = final_doc(closed)
+    replay = b""
+    if closed.history:
+        try:
+            replay = (
+                build_replay(
+                    closed.history,
+                    started_at_ms=closed.opened_at_ms,
+                    final_state=doc.get_update(),
+                    max_bytes=replay_max_bytes,
+                    history_cut=closed.history_cut,
+                )
+                or b""
+            )
+        except Exception:  # a replay is a nice-to-have; the record must still go out
+            log.exception("session %s: building its replay failed", closed.session)
     return SessionRecord(
         session_id=closed.session,
         block_id=block_id,
         started_at=closed.opened_at_ms,
         ended_at=now_ms,
-        final_code=final_code(closed),
+        final_code=str(doc.get("code", type=Text)),
         solved=closed.solved,
         peak_students=closed.peak_students,
         reason=reason,
+        replay=base64.b64encode(replay).decode(),
     )
 
 
@@ -57,8 +82,10 @@ class Archiver:
         queue: ArchiveQueue,
         collection: Callable[[], Awaitable[Any]],
         write_timeout: float,
+        replay_max_bytes: int = 1 << 18,
     ) -> None:
         self._queue = queue
+        self._replay_max = replay_max_bytes
         self._collection = collection
         self._write_timeout = write_timeout
         self._pending: list[SessionRecord] = []
@@ -66,7 +93,23 @@ class Archiver:
         self._backoff = FullJitterBackoff(cap=2.0, base=0.1)
 
     def archive(self, block_id: str, closed: Closed, reason: str) -> None:
-        self._pending.append(session_record(block_id, closed, reason, int(time.time() * 1000)))
+        now = int(time.time() * 1000)
+        if not closed.history:
+            self._add(session_record(block_id, closed, reason, now))
+            return
+        # Replaying a long history to build its record takes a while: not on the loop.
+        task = asyncio.create_task(self._build(block_id, closed, reason, now), name="replay")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build(self, block_id: str, closed: Closed, reason: str, now: int) -> None:
+        record = await asyncio.to_thread(
+            session_record, block_id, closed, reason, now, self._replay_max
+        )
+        self._add(record)
+
+    def _add(self, record: SessionRecord) -> None:
+        self._pending.append(record)
         if len(self._pending) == 1:  # first of this tick: flush once the tick is over
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
@@ -117,6 +160,8 @@ class Archiver:
 
     async def wait(self, grace: float = 5.0) -> None:
         """Give enqueues in flight ``grace`` seconds to finish (at shutdown)."""
+        deadline = time.monotonic() + grace
         self._flush_soon()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace)
+        while self._tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+            self._flush_soon()

@@ -9,6 +9,7 @@ acknowledging an entry only once MongoDB holds its session (a duplicate is succe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -44,6 +45,7 @@ class SessionRecord:
     solved: bool
     peak_students: int
     reason: str
+    replay: str = ""  # base64 of the compressed replay (shared/replay.py), "" if none
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -70,7 +72,14 @@ class SessionRecord:
             "solved": self.solved,
             "peak_students": self.peak_students,
             "reason": self.reason,
+            **self._replay_fields(),
         }
+
+    def _replay_fields(self) -> Json:
+        if not self.replay:
+            return {}
+        blob = base64.b64decode(self.replay)
+        return {"replay": blob, "replay_bytes": len(blob)}
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from services.gateway import tokens
 from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.connection import RoomConnection
+from services.gateway.history import AuthorTags
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.pipeline import Pipeline
@@ -106,7 +107,9 @@ class Hub:
             self.id,
             self.on_published,
             self.on_publish_lost,
+            settings.history_max_bytes,
         )
+        self.authors = AuthorTags()
         self.id_bytes = self.id.encode()  # compared with the origin of every channel message
         self.awareness_tag = b"A" + self.id_bytes + b"\x00"
         self.sync = RoomSync(self)
@@ -343,13 +346,15 @@ class Hub:
         for frame in effects.broadcast:
             self.fanout(handle, frame, skip=member_id)
         if effects.publish_update is not None and handle.core is not None:
-            self.outbox.update(handle.block.id, handle.core.session, effects.publish_update)
+            author = self.authors.tag(handle.core, member_id)
+            self.outbox.update(handle.block.id, handle.core.session, effects.publish_update, author)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
             self.outbox.awareness(channel, self.awareness_tag + effects.publish_awareness)
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
+        self.authors.forget(member_id)
         if handle.core is not None and member_id in handle.core.members:
             effects = handle.core.remove_member(member_id)
             self.carry_out(handle, member_id, _NO_SOCKET, effects)  # type: ignore[arg-type]

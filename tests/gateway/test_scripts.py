@@ -166,3 +166,35 @@ async def test_solved_flag_flips_once_per_match_in_sequence_order(store: RoomSto
     assert not await store.mark_solved("b", session, 4, False)  # older check: ignored
     assert not await store.mark_solved("b", session, 7, False)
     assert await store.mark_solved("b", session, 8, True)
+
+
+async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> None:
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    await join(store, "g/2", "s1")
+    tpl = template_update("tpl")
+    first, second, third = (edit(tpl, f"<{i}>") for i in range(3))
+    bound = len(first) + len(second)
+    for update, author in ((first, "ss1\tAda"), (second, "ss1\tAda\nss2"), (third, "ss2")):
+        seq, _, _ = await store.publish(
+            "b", session, "g", update, author=author, history_max_bytes=bound
+        )
+        assert seq > 0  # the room goes on past the history's bound
+    assert await store.mark_solved("b", session, 3, True)
+    await store.leave("b", "g/2", 3000)
+    await store.leave("b", "g/1", 3000)
+    keys = store.keys.room("b")
+    assert await store.redis.xlen(keys.history) == 8
+    closed = await store.close("b", session="", now_ms=9000, grace_ms=0, reason="r", force=True)
+    assert isinstance(closed, Closed)
+    assert [e.kind for e in closed.history] == ["o", "j", "j", "u", "u", "s", "l", "l"]
+    assert closed.history[0].data == tpl
+    assert [e.author for e in closed.history[1:3]] == ["mm", "ss1"]
+    assert [e.data for e in closed.history[3:5]] == [first, second]
+    assert closed.history[4].author == "ss1\tAda\nss2"
+    assert [e.author for e in closed.history[6:]] == ["ss1", "mm"]
+    assert closed.history_cut  # the third update was over the bound
+    assert [s for s, _ in closed.entries] == [1, 2, 3]  # the log has all three
+    times = [e.at_ms for e in closed.history]
+    assert times == sorted(times) and times[0] > 1_600_000_000_000
+    assert not await store.redis.exists(keys.history)
