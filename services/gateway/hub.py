@@ -343,7 +343,8 @@ class Hub:
             self.outbox.update(handle.block.id, handle.core.session, effects.publish_update)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
-            self.outbox.awareness(channel, self.awareness_tag + effects.publish_awareness)
+            owner = effects.awareness_owner.encode() + b"\x00"
+            self.outbox.awareness(channel, self.awareness_tag + owner + effects.publish_awareness)
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
