@@ -179,4 +179,19 @@ def room_session_json(doc: RoomSession) -> JSON:
         "solved": doc.solved,
         "peakStudents": doc.peak_students,
         "reason": doc.reason,
+        "chat": [
+            {"id": m.id, "name": m.name, "role": m.role, "text": m.text, "at": _iso(m.at)}
+            for m in doc.chat
+        ],
+        "hints": [
+            {
+                "id": h.id,
+                "name": h.name,
+                "text": h.text,
+                "line": h.line,
+                "at": _iso(h.at),
+                "resolvedAt": _iso(h.resolved_at),
+            }
+            for h in doc.hints
+        ],
     }

@@ -22,6 +22,8 @@ class RoomKeys:
     channel: str  # pub/sub channel of the room
     tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
     runs: str  # list: the last runs shared in the room (not one of the scripts' KEYS)
+    chat: str  # list: the room's last chat messages (services/gateway/chat.py)
+    hints: str  # list: the room's last hints and their resolutions
 
     def as_list(self) -> list[str]:
         return [self.state, self.members, self.log, self.doc, self.channel, self.tomb]
@@ -45,6 +47,8 @@ class Keys:
             channel=f"{tag}:ch",
             tomb=f"{tag}:closed",
             runs=f"{tag}:runs",
+            chat=f"{tag}:chat",
+            hints=f"{tag}:hints",
         )
 
     @property

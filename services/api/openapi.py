@@ -113,6 +113,8 @@ SCHEMAS: JSON = {
             "solved",
             "peakStudents",
             "reason",
+            "chat",
+            "hints",
         ],
         "properties": {
             "id": _OBJECT_ID,
@@ -124,6 +126,37 @@ SCHEMAS: JSON = {
             "solved": {"type": "boolean"},
             "peakStudents": {"type": "integer", "minimum": 0},
             "reason": {"type": "string"},
+            "chat": {
+                "type": "array",
+                "description": "The room chat, oldest first (author and role set by the gateway).",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "name", "role", "text", "at"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "role": {"type": "string", "enum": ["mentor", "student"]},
+                        "text": {"type": "string", "maxLength": 1000},
+                        "at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+            "hints": {
+                "type": "array",
+                "description": "The mentor's line hints, oldest first.",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "name", "text", "line", "at", "resolvedAt"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "text": {"type": "string", "maxLength": 1000},
+                        "line": {"type": "integer", "minimum": 1},
+                        "at": {"type": "string", "format": "date-time"},
+                        "resolvedAt": _NULLABLE_TIME,
+                    },
+                },
+            },
         },
     },
     "Rooms": {

@@ -16,7 +16,7 @@ from pycrdt import Doc, Text
 
 from services.gateway.scripts import Closed
 from shared.db import MongoGate, op_timeout
-from shared.documents import RoomSession
+from shared.documents import ChatRecord, HintRecord, RoomSession
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,12 @@ class Archiver:
         self._attempts = attempts
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def archive(self, block_id: str, closed: Closed, reason: str) -> None:
+    def archive(
+        self, block_id: str, closed: Closed, reason: str, chat: dict[str, Any] | None = None
+    ) -> None:
+        """Write the record of a closed session; ``chat``: its messages and hints
+        (``ChatRelay.archive``)."""
+        chat = chat or {}
         record = RoomSession(
             block_id=block_id,
             session_id=closed.session,
@@ -48,6 +53,8 @@ class Archiver:
             solved=closed.solved,
             peak_students=closed.peak_students,
             reason=reason,
+            chat=[ChatRecord.from_event(m) for m in chat.get("messages", [])],
+            hints=[HintRecord.from_event(h) for h in chat.get("hints", [])],
         )
         task = asyncio.create_task(self._write(record))
         self._tasks.add(task)

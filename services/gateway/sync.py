@@ -80,8 +80,8 @@ class RoomSync:
             # Another gateway started serving the room: tell it who is here.
             if data[1:] != self.hub.id_bytes:
                 channel = self.hub.keys.room(block_id).channel
-                for owner, mine in core.local_awareness():
-                    tagged = self.hub.awareness_tag + owner.encode() + b"\x00" + mine
+                for holder, mine in core.local_awareness():
+                    tagged = self.hub.awareness_tag + holder.encode() + b"\x00" + mine
                     self.hub.outbox.awareness(channel, tagged)
         elif kind == b"P":
             version, mentor, students, watchers = data[1:].split(b"\x00")
@@ -89,7 +89,7 @@ class RoomSync:
             if handle.presence is None or counts.version > handle.presence.version:
                 handle.presence = counts
                 self.hub.fanout(handle, presence_frame(counts))
-        elif kind == b"R":
+        elif kind == b"R" or kind == b"M":  # a run (runs.py); chat, hints (chat.py)
             self.hub.fanout(handle, channel_frame(data))
         elif kind == b"S":
             core.solved = True
