@@ -157,6 +157,7 @@ def public_block(doc: CodeBlock) -> JSON:
     return {
         **block_summary(doc),
         "template": doc.template,
+        "runTimeoutSeconds": doc.run_timeout_seconds,
         "createdAt": _iso(doc.created_at),
         "updatedAt": _iso(doc.updated_at),
     }

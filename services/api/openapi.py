@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.documents import LANGUAGES, SLUG_PATTERN, BlockPatch, BlockSpec
+from shared.documents import (
+    LANGUAGES,
+    MAX_RUN_TIMEOUT,
+    MIN_RUN_TIMEOUT,
+    SLUG_PATTERN,
+    BlockPatch,
+    BlockSpec,
+)
 
 JSON = dict[str, Any]
 _OBJECT_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
@@ -41,6 +48,12 @@ _SUMMARY_REQUIRED = list(_SUMMARY_PROPS)
 _BLOCK_PROPS: JSON = {
     **_SUMMARY_PROPS,
     "template": {"type": "string", "maxLength": 65536},
+    "runTimeoutSeconds": {
+        "type": ["number", "null"],
+        "minimum": MIN_RUN_TIMEOUT,
+        "maximum": MAX_RUN_TIMEOUT,
+        "description": "Wall-clock limit of a run in the browser (s); null: 5 s.",
+    },
     "createdAt": _NULLABLE_TIME,
     "updatedAt": _NULLABLE_TIME,
 }
@@ -79,7 +92,13 @@ SCHEMAS: JSON = {
     "Block": {
         "description": "A code block as a room shows it. Never carries the solution.",
         "type": "object",
-        "required": [*_SUMMARY_REQUIRED, "template", "createdAt", "updatedAt"],
+        "required": [
+            *_SUMMARY_REQUIRED,
+            "template",
+            "runTimeoutSeconds",
+            "createdAt",
+            "updatedAt",
+        ],
         "additionalProperties": False,
         "properties": _BLOCK_PROPS,
     },
@@ -89,6 +108,7 @@ SCHEMAS: JSON = {
         "required": [
             *_SUMMARY_REQUIRED,
             "template",
+            "runTimeoutSeconds",
             "solution",
             "createdAt",
             "updatedAt",

@@ -267,6 +267,8 @@ class RunRelay:
 
     def receive(self, core: RoomCore, member_id: str, frame: bytes, now: float) -> Effects:
         """A type-100 frame from a member: relay it, ignore it, or close the sender."""
+        if not core.take_token(member_id, now):  # every frame counts in the socket's rate
+            return Effects(close=CloseCode.RATE_LIMITED, reason="too many messages")
         member = core.members[member_id]
         states = [core.awareness[c][1] for c in member.awareness_ids if c in core.awareness]
         decision = decide(
@@ -303,6 +305,7 @@ class RunRelay:
         except RedisError as exc:
             log.warning("the runs of %s could not be read: %s", block_id, exc)
             return
-        frame = recent_runs(entries, session)
+        raw = [e.encode() if isinstance(e, str) else e for e in entries]  # bytes: no decoding
+        frame = recent_runs(raw, session)
         if frame is not None:
             send(frame)

@@ -114,3 +114,42 @@ async def test_static_refuses_path_traversal(app: Starlette, raw_path: str) -> N
     assert start["status"] == 404
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert b"starlette" not in body and b"[project]" not in body
+
+
+async def test_run_sandbox_page_has_its_own_strict_csp(client: httpx.AsyncClient) -> None:
+    r = await client.get("/run/sandbox")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-cache"
+    assert f"/static/runner.js?v={_version()}" in r.text
+    csp = {
+        d.split(" ", 1)[0]: d.split(" ", 1)[1] if " " in d else ""
+        for d in r.headers["content-security-policy"].split("; ")
+    }
+    assert csp["default-src"] == "'none'"
+    assert csp["connect-src"] == "'none'"  # no fetch, XHR, WebSocket, EventSource
+    assert csp["script-src"] == "'self' blob: 'wasm-unsafe-eval'"  # no eval, no CDN
+    assert csp["worker-src"] == "blob:"
+    assert csp["sandbox"] == "allow-scripts"  # sandboxed even when opened directly
+    assert csp["frame-ancestors"] == "'self'"
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+    # The room page may frame it (its default-src 'self' covers frames).
+    page = await client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_pyodide_files_are_served_versioned_with_their_types(
+    client: httpx.AsyncClient,
+) -> None:
+    version = json.loads((STATIC_DIR / "build-info.json").read_text())["pyodide"]
+    for name, kind in [
+        ("pyodide.asm.wasm", "application/wasm"),
+        ("pyodide.asm.mjs", "text/javascript"),
+        ("python_stdlib.zip", "application/zip"),
+        ("pyodide-lock.json", "application/json"),
+    ]:
+        r = await client.head(f"/static/pyodide/{name}?v={version}")
+        assert r.status_code == 200, name
+        assert r.headers["content-type"].startswith(kind), (name, r.headers["content-type"])
+        assert r.headers["cache-control"] == "public, max-age=31536000, immutable", name

@@ -76,6 +76,7 @@ function toBlock(raw: unknown): CodeBlock | null {
     title: str(r.title) || `Block ${id}`,
     language: str(r.language) || "text",
     description: str(r.description),
+    runTimeoutSeconds: typeof r.runTimeoutSeconds === "number" ? r.runTimeoutSeconds : null,
   };
 }
 

@@ -122,6 +122,9 @@ async def replace_block(request: Request) -> Response:
     return JSONResponse(admin_block(doc))
 
 
+_NULLABLE = frozenset({"run_timeout_seconds"})  # null sets the default back
+
+
 async def patch_block(request: Request) -> Response:
     """Admin: change only the fields given."""
     d = deps(request)
@@ -129,7 +132,9 @@ async def patch_block(request: Request) -> Response:
     block_id = _object_id(request)
     patch = validate(BlockPatch, await read_json(request, d.settings.max_body_bytes))
     changes = patch.model_dump(exclude_unset=True)
-    nulls = sorted(name for name, value in changes.items() if value is None)
+    nulls = sorted(
+        name for name, value in changes.items() if value is None and name not in _NULLABLE
+    )
     if nulls:
         raise ApiError(400, f"fields may not be null: {', '.join(nulls)}", code="invalid_input")
     async with d.mongo_op():

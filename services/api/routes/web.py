@@ -126,7 +126,9 @@ class _BundleFiles:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
         versioned = b"v=" in scope.get("query_string", b"") or "/chunks/" in path
-        cache = IMMUTABLE if versioned and not path.endswith(".json") else NO_CACHE
+        # build-info.json is never cached; Pyodide's lock file is as versioned as the rest.
+        cacheable = not path.endswith(".json") or "/pyodide/" in path
+        cache = IMMUTABLE if versioned and cacheable else NO_CACHE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:

@@ -196,7 +196,7 @@ export class RunPanel {
   private setState(state: string, text: string): void {
     this.statusEl.dataset.state = state;
     this.statusEl.textContent = text;
-    this.statusEl.className = `run-status run-${state}`;
+    this.statusEl.className = `run-status state-${state}`;
   }
 
   private renderRuns(): void {
@@ -213,7 +213,7 @@ export class RunPanel {
         const who = run.role === "mentor" ? `${run.name} (mentor)` : run.name;
         return h(
           "li",
-          { "data-client": run.clientId, "data-state": run.state, class: `run-${run.state}` },
+          { "data-client": run.clientId, "data-state": run.state },
           h(
             "details",
             {},
@@ -222,11 +222,11 @@ export class RunPanel {
               {},
               h("span", { class: "run-who" }, who),
               " ",
-              h("span", { class: `run-badge run-${run.state}` }, STATE_TEXT[run.state]),
+              h("span", { class: `run-badge state-${run.state}` }, STATE_TEXT[run.state]),
               " ",
               h("span", { class: "run-when" }, `${formatDuration(run.durationMs)} · ${when}`),
             ),
-            run.error ? h("p", { class: "run-error" }, run.line ? `${run.error} (line ${run.line})` : run.error) : "",
+            run.error ? h("p", { class: "run-error small" }, run.line ? `${run.error} (line ${run.line})` : run.error) : "",
             output,
           ),
         );

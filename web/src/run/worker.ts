@@ -5,7 +5,7 @@
 // each run fresh globals. The page kills the worker (and the frame) on timeout or stop.
 import type { PyodideAPI } from "pyodide";
 import { loadPyodide } from "pyodide";
-import { OutputBuffer, type Stream, utf8Length } from "./output";
+import { OutputBuffer, type Stream } from "./output";
 import { jsErrorLine, pythonError, type RunError } from "./result";
 
 export interface PythonFiles {
@@ -33,52 +33,34 @@ const scope = self as unknown as {
 } & typeof globalThis;
 const post = (msg: FromWorker): void => scope.postMessage(msg);
 
-// --- output, batched: at most one message per FLUSH_MS or FLUSH_BYTES -------------------
-const FLUSH_MS = 30;
-const FLUSH_BYTES = 8192;
+// --- output: each write is posted at once (a busy loop never yields, so nothing may
+// wait for later), until KEEP_BYTES are kept; beyond that, only a count, now and then.
+const DROPPED_EVERY_MS = 50;
 
 class Sink {
   private readonly buffer = new OutputBuffer();
-  private pending: { stream: Stream; text: string }[] = [];
-  private pendingBytes = 0;
   private droppedSent = 0;
-  private lastFlush = Date.now();
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  private lastDropped = 0;
 
-  constructor(
-    private readonly runId: number,
-    private readonly schedule: (fn: () => void, ms: number) => ReturnType<typeof setTimeout>,
-  ) {}
+  constructor(private readonly runId: number) {}
 
   write(stream: Stream, text: string): void {
     const kept = this.buffer.push(stream, text);
-    if (kept) {
-      const last = this.pending[this.pending.length - 1];
-      if (last && last.stream === stream) last.text += kept.text;
-      else this.pending.push({ ...kept });
-      this.pendingBytes += utf8Length(kept.text);
-    }
-    // A busy loop never yields: flush from inside it when enough has waited.
-    if (this.pendingBytes >= FLUSH_BYTES || Date.now() - this.lastFlush >= FLUSH_MS) this.flush();
-    else if (this.timer === null) this.timer = this.schedule(() => this.flush(), FLUSH_MS);
+    if (kept) post({ kind: "out", runId: this.runId, stream, text: kept.text, dropped: 0 });
+    else if (Date.now() - this.lastDropped >= DROPPED_EVERY_MS) this.flush();
   }
 
   flush(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.lastFlush = Date.now();
+    this.lastDropped = Date.now();
     const dropped = this.buffer.droppedBytes - this.droppedSent;
     this.droppedSent = this.buffer.droppedBytes;
-    const pending = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
-    for (const p of pending) post({ kind: "out", runId: this.runId, stream: p.stream, text: p.text, dropped: 0 });
     if (dropped > 0) post({ kind: "out", runId: this.runId, stream: "stdout", text: "", dropped });
   }
 }
 
 // --- JavaScript -------------------------------------------------------------------------
 const USER_FILE = "user-code.js";
+const SETTLE_MS = 50;
 const realSetTimeout = setTimeout;
 const realClearTimeout = clearTimeout;
 const realSetInterval = setInterval;
@@ -119,7 +101,7 @@ function cleanStack(err: Error): string {
 }
 
 function runJavaScript(runId: number, code: string): void {
-  const sink = new Sink(runId, (fn, ms) => realSetTimeout(fn, ms));
+  const sink = new Sink(runId);
   const timers = new Set<number>();
   let finished = false;
 
@@ -135,16 +117,27 @@ function runJavaScript(runId: number, code: string): void {
     sink.write("stderr", `Uncaught ${show(e)}\n`);
     finish("error", { message: `${e.name}: ${e.message}`, line: jsErrorLine(e.stack ?? "", USER_FILE) });
   };
-  // Node's rule: the run is over when nothing is left to do (no timer pending) once the
-  // microtasks have settled; an uncaught error ends it at once.
-  let checking = false;
+  // Node's rule: the run is over when nothing is left to do: no timer pending, and
+  // nothing happened for SETTLE_MS (events of a blocked request arrive as tasks, after
+  // the microtasks); an uncaught error ends it at once.
+  let idle = false;
+  let lastActivity = 0;
+  const settle = (): void => {
+    const quiet = Date.now() - lastActivity;
+    if (quiet < SETTLE_MS) {
+      realSetTimeout(settle, SETTLE_MS - quiet);
+      return;
+    }
+    idle = false;
+    if (timers.size === 0) finish("ok", null);
+  };
   const checkIdle = (): void => {
-    if (checking || finished) return;
-    checking = true;
-    realSetTimeout(() => {
-      checking = false;
-      if (timers.size === 0) finish("ok", null);
-    }, 0);
+    if (finished) return;
+    lastActivity = Date.now();
+    if (!idle) {
+      idle = true;
+      realSetTimeout(settle, SETTLE_MS);
+    }
   };
   const wrap = (fn: unknown, args: unknown[], id: () => number, once: boolean) => () => {
     if (finished) return;
@@ -182,7 +175,9 @@ function runJavaScript(runId: number, code: string): void {
     checkIdle();
   };
   const log = (stream: Stream) => (...args: unknown[]) => {
-    if (!finished) sink.write(stream, `${args.map((a) => show(a)).join(" ")}\n`);
+    if (finished) return;
+    sink.write(stream, `${args.map((a) => show(a)).join(" ")}\n`);
+    if (timers.size === 0) checkIdle();
   };
   g.console = {
     log: log("stdout"),
@@ -285,7 +280,7 @@ async function runPython(runId: number, code: string, files?: PythonFiles): Prom
     post({ kind: "done", runId, state: "error", error: { message: `Python could not start: ${String(err)}`, line: null } });
     return;
   }
-  const sink = new Sink(runId, (fn, ms) => realSetTimeout(fn, ms));
+  const sink = new Sink(runId);
   pySink = sink;
   const globals = py.globals.get("dict")();
   globals.set("__name__", "__main__");
