@@ -45,6 +45,8 @@ export interface EditorOptions {
   language: string;
   readOnly: boolean;
   label: string;
+  /** More extensions (e.g. the hint gutter of chat.ts). */
+  extensions?: Extension[];
 }
 
 export class CodeEditor {
@@ -75,6 +77,7 @@ export class CodeEditor {
         this.readOnly.of(readOnlyExtension(opts.readOnly)),
         this.a11y.of(EditorView.contentAttributes.of({ "aria-label": opts.label })),
         yCollab(opts.ytext, opts.awareness, { undoManager }),
+        ...(opts.extensions ?? []),
       ],
     });
     return new EditorView({ state, parent: opts.parent });

@@ -2,7 +2,9 @@
 import { type CodeBlock, gatewayBases, getBlock, HttpError } from "./api";
 import { h, mount, plural } from "./dom";
 import { renderNotFound } from "./notfound";
+import { ChatPanel, hintGutter } from "./chat";
 import { CodeEditor } from "./editor";
+import { Follow } from "./follow";
 import * as identity from "./identity";
 import { type ControlEvent, type Role, terminalAction } from "./protocol";
 import { RoomProvider, type Status } from "./provider";
@@ -75,6 +77,8 @@ class RoomPage {
   private editor!: CodeEditor;
   private leaving = false;
   private runPanel: RunPanel | null = null;
+  private chat!: ChatPanel;
+  private follow!: Follow;
 
   private readonly roleEl = h("span", { class: "badge role-pending", id: "role", "data-role": "" }, "Joining…");
   private readonly statusEl = h(
@@ -190,6 +194,19 @@ class RoomPage {
       });
     }
 
+    this.follow = new Follow({
+      awareness: () => this.provider.awareness,
+      doc: () => this.provider.doc,
+      view: () => this.editor.view,
+      host: this.editorHost,
+    });
+    this.chat = new ChatPanel({
+      send: (msg) => this.provider.sendControl(msg),
+      doc: () => this.provider.doc,
+      view: () => this.editor.view,
+      point: (anchor) => this.follow.point(anchor),
+    });
+
     mount(
       h("a", { class: "skip-link", href: "#editor" }, "Skip to editor"),
       h(
@@ -210,6 +227,7 @@ class RoomPage {
         this.block.description ? h("p", { class: "room-desc" }, this.block.description) : "",
         h("div", { class: "roombar" }, this.roleEl, this.statusEl, this.countsEl),
         this.messageEl,
+        this.follow.element,
         this.editorHost,
         this.hintEl,
         this.runPanel?.element,
@@ -219,6 +237,7 @@ class RoomPage {
           nameForm,
           h("h2", { class: "people-title" }, "In this room"),
           this.peopleEl,
+          this.chat.element,
           this.runPanel?.dashboard,
         ),
       ),
@@ -256,6 +275,7 @@ class RoomPage {
       language: this.block.language,
       readOnly: this.readOnly,
       label: this.editorLabel(),
+      extensions: [hintGutter()],
     };
     if (rebind) {
       this.setUser();
@@ -268,6 +288,8 @@ class RoomPage {
       this.avoidColourClash();
     });
     this.renderPeople();
+    this.chat.refresh();
+    this.follow.attach(() => this.renderPeople());
   }
 
   // Colours come from a hash of the client id, so two people may get close hues. The
@@ -303,7 +325,8 @@ class RoomPage {
       const color = typeof user.color === "string" ? user.color : "#888";
       const dot = h("span", { class: "dot", "aria-hidden": "true" });
       dot.style.backgroundColor = color;
-      items.push(h("li", {}, dot, clientId === self ? `${name} (you)` : name));
+      const who = clientId === self ? `${name} (you)` : this.follow.personButton(clientId, name);
+      items.push(h("li", {}, dot, who));
     }
     this.peopleEl.replaceChildren(...items);
   }
@@ -328,6 +351,7 @@ class RoomPage {
         this.hintEl.hidden = this.readOnly;
         document.body.dataset.role = ev.role;
         this.runPanel?.setRole(ev.role);
+        this.chat.setRole(ev.role);
         break;
       case "presence": {
         const parts = [plural(ev.students, "student"), plural(ev.watchers, "watcher")];
@@ -347,6 +371,12 @@ class RoomPage {
       case "run":
       case "runs":
         this.runPanel?.receive(ev.type === "run" ? [ev.run] : ev.runs);
+        break;
+      case "follow-me":
+        this.follow.onFollowMe(ev.on, ev.name, ev.awarenessIds);
+        break;
+      default:
+        this.chat.receive(ev); // chat, hints, refusals (chat.ts)
         break;
     }
   }
