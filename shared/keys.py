@@ -26,6 +26,8 @@ class RoomKeys:
     tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
     history: str  # stream: the session's timestamped record for replay (docs/replay.md)
     runs: str  # list: the last runs shared in the room (not one of the scripts' KEYS)
+    chat: str  # list: the room's last chat messages (services/gateway/chat.py)
+    hints: str  # list: the room's last hints and their resolutions
 
     def as_list(self) -> list[str]:
         return [self.state, self.members, self.log, self.doc, self.channel, self.tomb, self.history]
@@ -50,6 +52,8 @@ class Keys:
             tomb=f"{tag}:closed",
             history=f"{tag}:history",
             runs=f"{tag}:runs",
+            chat=f"{tag}:chat",
+            hints=f"{tag}:hints",
         )
 
     @property

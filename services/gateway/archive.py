@@ -43,7 +43,13 @@ def final_code(closed: Closed) -> str:
 
 
 def session_record(
-    block_id: str, closed: Closed, reason: str, now_ms: int, replay_max_bytes: int = 1 << 18
+    block_id: str,
+    closed: Closed,
+    reason: str,
+    now_ms: int,
+    replay_max_bytes: int = 1 << 18,
+    chat: list[dict[str, Any]] | None = None,
+    hints: list[dict[str, Any]] | None = None,
 ) -> SessionRecord:
     doc = final_doc(closed)
     replay = b""
@@ -71,6 +77,8 @@ def session_record(
         peak_students=closed.peak_students,
         reason=reason,
         replay=base64.b64encode(replay).decode(),
+        chat=list(chat or []),
+        hints=list(hints or []),
     )
 
 
@@ -92,19 +100,35 @@ class Archiver:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backoff = FullJitterBackoff(cap=2.0, base=0.1)
 
-    def archive(self, block_id: str, closed: Closed, reason: str) -> None:
+    def archive(
+        self, block_id: str, closed: Closed, reason: str, chat: dict[str, Any] | None = None
+    ) -> None:
+        """Queue the record of a closed session; ``chat``: its messages and hints
+        (``ChatRelay.archive``)."""
         now = int(time.time() * 1000)
+        chat = chat or {}
+        messages, hints = list(chat.get("messages", [])), list(chat.get("hints", []))
         if not closed.history:
-            self._add(session_record(block_id, closed, reason, now))
+            self._add(session_record(block_id, closed, reason, now, chat=messages, hints=hints))
             return
         # Replaying a long history to build its record takes a while: not on the loop.
-        task = asyncio.create_task(self._build(block_id, closed, reason, now), name="replay")
+        task = asyncio.create_task(
+            self._build(block_id, closed, reason, now, messages, hints), name="replay"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _build(self, block_id: str, closed: Closed, reason: str, now: int) -> None:
+    async def _build(
+        self,
+        block_id: str,
+        closed: Closed,
+        reason: str,
+        now: int,
+        chat: list[dict[str, Any]],
+        hints: list[dict[str, Any]],
+    ) -> None:
         record = await asyncio.to_thread(
-            session_record, block_id, closed, reason, now, self._replay_max
+            session_record, block_id, closed, reason, now, self._replay_max, chat, hints
         )
         self._add(record)
 

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.backoff import FullJitterBackoff
 from redis.exceptions import ResponseError
 
+from shared.documents import ChatRecord, HintRecord
 from shared.keys import ARCHIVE_GROUP, Keys
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class SessionRecord:
     peak_students: int
     reason: str
     replay: str = ""  # base64 of the compressed replay (shared/replay.py), "" if none
+    # The room's chat messages and mentor hints as the chat events carry them (oldest first).
+    chat: list[Json] = field(default_factory=list)
+    hints: list[Json] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -72,6 +76,8 @@ class SessionRecord:
             "solved": self.solved,
             "peak_students": self.peak_students,
             "reason": self.reason,
+            "chat": [ChatRecord.from_event(m).model_dump() for m in self.chat],
+            "hints": [HintRecord.from_event(h).model_dump() for h in self.hints],
             **self._replay_fields(),
         }
 

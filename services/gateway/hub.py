@@ -28,6 +28,7 @@ from websockets.protocol import State
 from services.gateway import tokens
 from services.gateway.archive import Archiver
 from services.gateway.blocks import Block, BlockSource, BlockUnavailable
+from services.gateway.chat import ChatRelay, control_type
 from services.gateway.connection import RoomConnection
 from services.gateway.history import AuthorTags
 from services.gateway.metrics import GatewayMetrics
@@ -114,6 +115,7 @@ class Hub:
         self.awareness_tag = b"A" + self.id_bytes + b"\x00"
         self.sync = RoomSync(self)
         self.runs = RunRelay(redis, self.keys, self.spawn)
+        self.chat = ChatRelay(redis, self.keys, self.spawn)
 
     # --- small helpers -------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -301,6 +303,7 @@ class Hub:
             if counts is not None:
                 self.send(ws, presence_frame(counts))
             self.runs.greet(block_id, joined.session, lambda frame: self.send(ws, frame))
+            self.chat.greet(block_id, joined.session, lambda frame: self.send(ws, frame))
             # What the join needed is not kept alive for the socket's whole life.
             del block, joined, counts, resume, token, claimed, client
             await self._read(ws, handle, member_id)
@@ -350,7 +353,8 @@ class Hub:
             self.outbox.update(handle.block.id, handle.core.session, effects.publish_update, author)
         if effects.publish_awareness is not None:
             channel = self.keys.room(handle.block.id).channel
-            self.outbox.awareness(channel, self.awareness_tag + effects.publish_awareness)
+            owner = effects.awareness_owner.encode() + b"\x00"
+            self.outbox.awareness(channel, self.awareness_tag + owner + effects.publish_awareness)
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
@@ -527,7 +531,8 @@ class Hub:
         await self.redis.srem(self.keys.rooms, block_id)
         self.metrics.rooms_closed.inc()
         if result.mentor:
-            self.archiver.archive(block_id, result, reason)
+            chat = await self.chat.archive(block_id, result.session)
+            self.archiver.archive(block_id, result, reason, chat)
         return "closed"
 
     async def keepalive(self) -> None:
@@ -619,7 +624,9 @@ class _Reader:
             hub.stop_reading(self, CloseCode.BAD_REQUEST, "text frames are not allowed")
         else:
             try:
-                if frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
+                if frame[:1] == CONTROL_TAG and control_type(frame):  # chat.py
+                    effects = hub.chat.receive(self.core, self.member_id, frame, time.monotonic())
+                elif frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
                     effects = hub.runs.receive(self.core, self.member_id, frame, time.monotonic())
                 else:
                     effects = self.core.receive(self.member_id, frame, time.monotonic())

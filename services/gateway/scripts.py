@@ -3,7 +3,7 @@
 Every change to a room is one script, which also publishes the matching channel
 message, so the channel's order is the state's order (docs/redis.md).
 Channel messages: a kind byte, then fields separated by NUL:
-``U<gateway>\\0<epoch>\\0<seq>\\0<update>``, ``A<gateway>\\0<awareness update>``,
+``U<gateway>\\0<epoch>\\0<seq>\\0<update>``, ``A<gateway>\\0<owner>\\0<awareness update>``,
 ``P<version>\\0<mentor 0/1>\\0<students>\\0<watchers>``, ``S<seq>``, ``C<session>\\0<reason>``.
 """
 

@@ -71,25 +71,25 @@ class RoomSync:
             if gap and not handle.catching_up:
                 self.hub.spawn(self.catch_up(handle))
         elif kind == b"A":
-            origin, update = data[1:].split(b"\x00", 1)
+            origin, owner, update = data[1:].split(b"\x00", 2)
             if origin != self.hub.id_bytes:
-                frame = core.apply_remote_awareness(update)
+                frame = core.apply_remote_awareness(update, owner.decode())
                 if frame is not None:
                     self.hub.fanout(handle, frame)
         elif kind == b"Q":
             # Another gateway started serving the room: tell it who is here.
             if data[1:] != self.hub.id_bytes:
-                mine = core.local_awareness()
-                if mine is not None:
-                    channel = self.hub.keys.room(block_id).channel
-                    self.hub.outbox.awareness(channel, self.hub.awareness_tag + mine)
+                channel = self.hub.keys.room(block_id).channel
+                for holder, mine in core.local_awareness():
+                    tagged = self.hub.awareness_tag + holder.encode() + b"\x00" + mine
+                    self.hub.outbox.awareness(channel, tagged)
         elif kind == b"P":
             version, mentor, students, watchers = data[1:].split(b"\x00")
             counts = Presence(int(version), mentor == b"1", int(students), int(watchers))
             if handle.presence is None or counts.version > handle.presence.version:
                 handle.presence = counts
                 self.hub.fanout(handle, presence_frame(counts))
-        elif kind == b"R":
+        elif kind == b"R" or kind == b"M":  # a run (runs.py); chat, hints (chat.py)
             self.hub.fanout(handle, channel_frame(data))
         elif kind == b"S":
             core.solved = True
