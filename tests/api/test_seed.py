@@ -130,11 +130,11 @@ def test_seed_solutions_solve(block: dict[str, Any]) -> None:
     else:
         pytest.fail(f"no runner for {block['language']}")
     solved = subprocess.run(
-        [*argv, block["solution"]], capture_output=True, text=True, timeout=30, check=False
+        [*argv, block["solution"]], capture_output=True, text=True, timeout=scaled(30), check=False
     )
     assert solved.returncode == 0, solved.stderr
     assert solved.stdout == EXPECTED_OUTPUT[block["slug"]]
     unsolved = subprocess.run(
-        [*argv, block["template"]], capture_output=True, text=True, timeout=30, check=False
+        [*argv, block["template"]], capture_output=True, text=True, timeout=scaled(30), check=False
     )
     assert unsolved.stdout != EXPECTED_OUTPUT[block["slug"]]

@@ -37,10 +37,11 @@ from tests.infra import (
     RedisServer,
     ServiceProcess,
     await_until,
+    create_block,
     free_port,
-    make_block,
     port_listening,
     scaled,
+    scrape,
     tool_missing,
     wait_until,
 )
@@ -208,14 +209,13 @@ class Stack:
         return self.fleet.gateways
 
     def new_block(self) -> str:
-        response = httpx.post(
-            self.nginx.url + "/api/code-blocks",
-            json=make_block(template="// type below\n", solution="// never typed\n"),
-            headers={"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"},
-            timeout=scaled(5),
+        block = create_block(
+            self.nginx.url,
+            Fleet.ADMIN_TOKEN,
+            template="// type below\n",
+            solution="// never typed\n",
         )
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
+        return str(block["id"])
 
 
 @pytest.fixture
@@ -376,10 +376,7 @@ class Participant:
 
 
 def connections(gateway: ServiceProcess) -> int:
-    text = gateway.get("/metrics").text
-    match = re.search(r"^coderoom_gateway_connections (\S+)$", text, flags=re.M)
-    assert match, "coderoom_gateway_connections missing from /metrics"
-    return int(float(match.group(1)))
+    return int(scrape(gateway.url)["coderoom_gateway_connections"])
 
 
 def tokens(text: str) -> set[str]:

@@ -1,17 +1,19 @@
 """Helpers for the browser tests: headless Chromium through Playwright, one browser
 context per person (own sessionStorage/localStorage), and a guard that fails the test
-if a page makes a request anywhere but the system under test."""
+if a page makes a request anywhere but the system under test. The ``browser`` fixture
+is in tests/web/conftest.py; `expect`, `joined`, `wait_text` and `type_at_end` are what
+every room test says."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.infra import CHROMIUM_NAMES, ROOT, find_chromium, scaled, tool_missing
+from tests.infra import CHROMIUM_NAMES, ROOT, find_chromium, scaled, tool_missing, wait_until
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -128,3 +130,37 @@ def screenshot(page: Any, name: str, full_page: bool = False) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="initial")
     return path
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's ``expect`` with a scaled 10 s timeout."""
+    from playwright.sync_api import expect as pw_expect
+
+    pw_expect.set_options(timeout=ms(10))
+    return pw_expect(locator)
+
+
+def wait_text(person: Person, predicate: Callable[[str], bool], timeout: float = 10) -> str:
+    """Wait until the person's editor text satisfies `predicate`; that text."""
+
+    def check() -> str | None:
+        text = person.text()
+        return text if predicate(text) else None
+
+    result = wait_until(check, timeout, message="editor text")
+    assert result is not None
+    return result
+
+
+def joined(person: Person, role: str, gateway: str | None = None) -> None:
+    """The page is connected, with this role (and on this gateway's URL)."""
+    expect(person.page.locator("#status")).to_have_attribute("data-status", "connected")
+    expect(person.page.locator("#role")).to_have_attribute("data-role", role)
+    if gateway is not None:
+        expect(person.page.locator("#status")).to_have_attribute("data-gateway", gateway)
+
+
+def type_at_end(person: Person, text: str) -> None:
+    person.editor.click()
+    person.page.keyboard.press("Control+End")
+    person.page.keyboard.insert_text(text)

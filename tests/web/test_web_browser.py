@@ -18,31 +18,26 @@ from tests.infra import (
     Fleet,
     RedisServer,
     make_block,
+    scaled,
     seed_blocks,
     tool_missing,
     wait_until,
 )
-from tests.web.browser import PHONE, People, Person, launch_browser, ms, screenshot
+from tests.web.browser import (
+    PHONE,
+    People,
+    Person,
+    expect,
+    joined,
+    ms,
+    screenshot,
+    type_at_end,
+    wait_text,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
 
 GRACE = 1.5  # MENTOR_GRACE_SECONDS of the fleets here
-
-
-def _seed(fleet: Fleet, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    assert fleet.api is not None
-    headers = {"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"}
-    created = []
-    for block in blocks:
-        r = fleet.api.request("POST", "/api/code-blocks", json=block, headers=headers)
-        assert r.status_code == 201, r.text
-        created.append({**block, "id": r.json()["id"]})
-    return created
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_browser()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +52,8 @@ def fleet(
         mongo=mongo,
     )
     with fleet:
-        _seed(fleet, seed_blocks())
+        for block in seed_blocks():
+            fleet.new_block(**block)
         yield fleet
 
 
@@ -66,7 +62,7 @@ def new_block(fleet: Fleet) -> Callable[..., dict[str, Any]]:
     """A fresh block (so each test has a room of its own)."""
 
     def make(**overrides: Any) -> dict[str, Any]:
-        return _seed(fleet, [make_block(**overrides)])[0]
+        return fleet.new_block(**overrides)
 
     return make
 
@@ -82,30 +78,6 @@ def people(browser: Any, fleet: Fleet) -> Iterator[People]:
         crowd.close()
 
 
-def expect(locator: Any) -> Any:
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=ms(10))
-    return pw_expect(locator)
-
-
-def wait_text(person: Person, predicate: Callable[[str], bool], timeout: float = 10) -> str:
-    def check() -> str | None:
-        text = person.text()
-        return text if predicate(text) else None
-
-    result = wait_until(check, timeout, message="editor text")
-    assert result is not None
-    return result
-
-
-def joined(person: Person, role: str, gateway: str | None = None) -> None:
-    expect(person.page.locator("#status")).to_have_attribute("data-status", "connected")
-    expect(person.page.locator("#role")).to_have_attribute("data-role", role)
-    if gateway is not None:
-        expect(person.page.locator("#status")).to_have_attribute("data-gateway", gateway)
-
-
 def gateway_url(fleet: Fleet, index: int) -> str:
     return f"{fleet.gateways[index].ws_url}/ws/rooms"
 
@@ -115,12 +87,6 @@ def counts(person: Person, students: int, watchers: int, mentor: bool = True) ->
     expect(el).to_have_attribute("data-students", str(students), timeout=ms(10))
     expect(el).to_have_attribute("data-watchers", str(watchers), timeout=ms(10))
     expect(el).to_have_attribute("data-mentor", "true" if mentor else "false", timeout=ms(10))
-
-
-def type_at_end(person: Person, text: str) -> None:
-    person.editor.click()
-    person.page.keyboard.press("Control+End")
-    person.page.keyboard.insert_text(text)
 
 
 # --- the lobby ---------------------------------------------------------------------------
@@ -222,17 +188,26 @@ def test_roles_typing_counts_and_smiley(
     for person in (mentor, watcher):
         wait_text(person, lambda t: "// student was here" in t)
 
-    # Read-only people cannot change the text.
+    # Read-only people cannot change the text. Whatever their keystrokes sent went out
+    # before their names (awareness, same socket) and before the student's later edit
+    # came back to them: once both are seen, a write the server let through is visible.
     before = mentor.text()
     for person in (mentor, watcher):
         person.editor.click()
         person.page.keyboard.type("XYZ")
-    assert "XYZ" not in student.text() and mentor.text() == before
-
     # Remote carets carry the other person's name; names are set once and remembered.
     mentor.page.fill("#display-name", "Ada (mentor)")
     mentor.page.click("#name-form button")
+    watcher.page.fill("#display-name", "Wanda")
+    watcher.page.press("#display-name", "Enter")
     expect(student.page.locator("#people")).to_contain_text("Ada (mentor)", timeout=ms(10))
+    expect(student.page.locator("#people")).to_contain_text("Wanda", timeout=ms(10))
+    type_at_end(student, "\n// after the read-only keystrokes")
+    for person in (mentor, watcher):
+        wait_text(person, lambda t: "// after the read-only keystrokes" in t)
+    for person in (student, mentor, watcher):
+        assert "XYZ" not in person.text()
+    assert mentor.text() == before + "\n// after the read-only keystrokes"
     student.page.fill("#display-name", "Grace")
     student.page.press("#display-name", "Enter")
     expect(mentor.page.locator(".cm-ySelectionInfo")).to_contain_text("Grace", timeout=ms(10))
@@ -360,7 +335,7 @@ def test_gateway_sigterm_pages_move_to_the_other_gateway(
     browser: Any, fleet_factory: Callable[..., Fleet]
 ) -> None:
     own = fleet_factory(gateways=2, MENTOR_GRACE_SECONDS=5)
-    block = _seed(own, [make_block()])[0]
+    block = own.new_block()
     assert own.api is not None
     crowd = People(browser, own.api.url)
     try:
@@ -377,7 +352,7 @@ def test_gateway_sigterm_pages_move_to_the_other_gateway(
         own.gateways[0].send_signal(signal.SIGTERM)
         # Typed while its gateway is going away or gone: kept and synced afterwards.
         type_at_end(leaving, "\n// during")
-        own.gateways[0].popen.wait(15)  # type: ignore[union-attr]
+        own.gateways[0].popen.wait(scaled(15))  # type: ignore[union-attr]
         type_at_end(leaving, "\n// after")
 
         for person in (mentor, leaving):
@@ -398,7 +373,7 @@ def test_hung_gateway_is_left_for_the_other_one(
     """A gateway that stops answering (SIGSTOP) without closing its sockets: its pages
     notice the silence (probe, then give up: `?silence=1`) and move over."""
     own = fleet_factory(gateways=2, MENTOR_GRACE_SECONDS=15)
-    block = _seed(own, [make_block()])[0]
+    block = own.new_block()
     assert own.api is not None
     crowd = People(browser, own.api.url)
     hung = own.gateways[0]
@@ -466,7 +441,7 @@ def test_do_not_reconnect_close_codes(
     else:
         expect(person.page.locator("h1")).to_have_text(heading)
         expect(person.page.locator("main")).to_contain_text(text)
-    person.page.wait_for_timeout(1500)  # long enough for a (wrong) reconnect attempt
+    person.page.wait_for_timeout(ms(1.5))  # long enough for a (wrong) reconnect attempt
     assert len(attempts) == 1, attempts
 
 

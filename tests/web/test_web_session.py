@@ -11,15 +11,10 @@ from typing import Any
 import pytest
 
 from tests.infra import Fleet, make_block, wait_until
-from tests.web.browser import People, launch_browser, ms
-from tests.web.test_web_browser import GRACE, _seed, expect, joined, type_at_end, wait_text
+from tests.web.browser import People, expect, joined, ms, type_at_end, wait_text
+from tests.web.test_web_browser import GRACE
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_browser()
 
 
 class SocketGate:
@@ -46,7 +41,7 @@ class SocketGate:
 def test_new_session_resets_the_document(browser: Any, fleet_factory: Callable[..., Fleet]) -> None:
     fleet = fleet_factory(gateways=2, MENTOR_GRACE_SECONDS=GRACE)
     template = "const answer = 0;\n"
-    block = _seed(fleet, [make_block(template=template)])[0]
+    block = fleet.new_block(template=template)
     assert fleet.api is not None
     crowd = People(browser, fleet.api.url)
     try:
