@@ -6,7 +6,8 @@ every admin write on any replica) is the one it was loaded under and it is young
 that is merely old (same generation) and no older than ``BLOCK_LIST_STALE_SECONDS`` is
 served at once, marked stale, while the reload runs; a copy an admin write changed is
 served (marked stale) only if the reload takes more than ``BLOCK_LIST_WAIT_MS``.
-With no usable copy, the request waits for the reload and its errors (503) as before. Design: docs/architecture.md.
+With no usable copy, the request waits for the reload and its errors (503) as before.
+Design: docs/architecture.md.
 """
 
 from __future__ import annotations
