@@ -418,7 +418,9 @@ class Drainer:
         self.stats.depth = await self.queue.acknowledge(ids)
         if not outcome.failed:
             self._own_pending = False
-        self._size = min(self.batch, self._size * 2)
+        # Additive increase, halving on a timeout: the batch settles at what MongoDB
+        # writes within the write timeout instead of oscillating.
+        self._size = min(self.batch, self._size + max(1, self._size // 4))
         self.stats.archived += outcome.inserted + outcome.duplicates
         self.stats.duplicates += outcome.duplicates
         self.stats.batches += 1

@@ -143,10 +143,12 @@ async def join(ws_base: str, block_id: str) -> Member | int:
 async def _join_once(ws_base: str, block_id: str, started: float) -> Member | int:
     sock = await raw_connect(ws_base, f"/ws/rooms/{block_id}", timeout=scaled(60))
     if not sock.open:
+        sock.abort()
         return sock.handshake.status or -1
     try:
         event = await sock.read_until("welcome", timeout=scaled(60))
     except ConnectionError:
+        sock.abort()
         return sock.close_code or -1
     except TimeoutError:
         sock.abort()
