@@ -230,7 +230,8 @@ export class ChatPanel {
   private following = false;
   private observed: Y.Text | null = null;
 
-  private readonly log = h("ol", { class: "chat-log", id: "chat-log", role: "log", "aria-live": "polite", "aria-label": "Chat messages" });
+  private readonly log = h("ol", { class: "chat-log", id: "chat-log", "aria-label": "Chat messages" });
+  private readonly logBox = h("div", { class: "chat-log-box", role: "log", "aria-live": "polite", "aria-label": "Chat" }, this.log);
   private readonly hintList = h("ul", { class: "hint-list", id: "hint-list", "aria-label": "Hints" });
   private readonly input = h("textarea", {
     id: "chat-input",
@@ -270,7 +271,7 @@ export class ChatPanel {
       "section",
       { class: "chat", id: "chat", "aria-labelledby": "chat-title" },
       h("h2", { id: "chat-title" }, "Chat"),
-      this.log,
+      this.logBox,
       this.form,
       this.readOnlyNote,
       this.note,
