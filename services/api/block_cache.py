@@ -2,11 +2,12 @@
 
 A cached value is fresh while the fleet-wide generation (``P:blocks:gen``, bumped by
 every admin write on any replica) is the one it was loaded under and it is younger than
-``BLOCK_LIST_FRESH_SECONDS``. Otherwise one reload runs (single flight per key); a
-request waits for it at most ``BLOCK_LIST_WAIT_MS`` when a copy no older than
-``BLOCK_LIST_STALE_SECONDS`` exists, and gets that copy, marked stale, if the reload is
-slower (it goes on in the background). With no usable copy, the request waits for the
-reload and its errors (503) as before. Design: docs/architecture.md.
+``BLOCK_LIST_FRESH_SECONDS``. Otherwise one reload runs (single flight per key). A copy
+that is merely old (same generation) and no older than ``BLOCK_LIST_STALE_SECONDS`` is
+served at once, marked stale, while the reload runs; a copy an admin write changed is
+served (marked stale) only if the reload takes more than ``BLOCK_LIST_WAIT_MS``.
+With no usable copy, the request waits for the reload and its errors (503) as before.
+Design: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -100,7 +101,11 @@ class BlockCache:
         if entry is None or now - entry.loaded_at >= self._stale:
             value = await asyncio.shield(reload)
             return Cached(value, "miss", 0.0)
-        try:
+        if generation is not None and entry.generation == generation:
+            # Only old, not changed: serve it at once while the reload runs (a busy
+            # MongoDB must not add a wait to every lobby request).
+            return Cached(entry.value, "stale", now - entry.loaded_at)
+        try:  # changed by an admin write: worth a short wait for the new copy
             async with asyncio.timeout(self._wait):
                 value = await asyncio.shield(reload)
         except Exception as exc:  # timed out or failed: the bounded stale copy

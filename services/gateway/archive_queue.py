@@ -51,7 +51,7 @@ class SessionRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def decode(cls, raw: bytes) -> SessionRecord:
+    def decode(cls, raw: bytes | str) -> SessionRecord:
         """Raises ValueError/TypeError on anything that is not a record we wrote."""
         data = orjson.loads(raw)
         if not isinstance(data, dict):
@@ -185,6 +185,19 @@ class ArchiveQueue:
             pipe.xlen(self.key)
             replies = await pipe.execute()
         return int(replies[-1])
+
+    async def keep(self, consumer: str, ids: list[bytes]) -> None:
+        """Reset the idle time of entries this consumer is still writing (XCLAIM to
+        itself, JUSTID), so that a slow write is not mistaken for a dead consumer."""
+        if ids:
+            await self.redis.xclaim(
+                self.key,
+                ARCHIVE_GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=list[int | bytes | str | memoryview](ids),
+                justid=True,
+            )
 
     async def depth(self) -> int:
         return int(await self.redis.xlen(self.key))
@@ -356,6 +369,13 @@ class Drainer:
             return []
         return await self.queue.read_new(self.consumer, n, self.block_ms)
 
+    async def _keep(self, ids: list[bytes]) -> None:
+        """While a batch is being written, keep its entries ours (see `ArchiveQueue.keep`)."""
+        while True:
+            await asyncio.sleep(self.claim_idle_ms / 3000)
+            with contextlib.suppress(Exception):
+                await self.queue.keep(self.consumer, ids)
+
     async def _drain(self, entries: list[tuple[bytes, Any]]) -> None:
         started = time.monotonic()
         ids: list[bytes] = []
@@ -375,7 +395,11 @@ class Drainer:
                 log.error("archive entry %r is not a session record (%s): %r", eid, exc, fields)
                 ids.append(eid)  # it can never be written: drop it, loudly
         self._own_pending = True  # until this batch is acknowledged
-        outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        keeper = asyncio.create_task(self._keep(record_ids), name="archive-keep")
+        try:
+            outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        finally:
+            keeper.cancel()
         for index, eid in enumerate(record_ids):
             if index in outcome.failed:
                 log.error(
@@ -388,7 +412,9 @@ class Drainer:
         self.stats.depth = await self.queue.acknowledge(ids)
         if not outcome.failed:
             self._own_pending = False
-        self._size = min(self.batch, self._size * 2)
+        # Additive increase, halving on a timeout: the batch settles at what MongoDB
+        # writes within the write timeout instead of oscillating.
+        self._size = min(self.batch, self._size + max(1, self._size // 4))
         self.stats.archived += outcome.inserted + outcome.duplicates
         self.stats.duplicates += outcome.duplicates
         self.stats.batches += 1

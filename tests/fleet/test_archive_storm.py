@@ -148,9 +148,10 @@ async def test_a_class_of_1000_rooms_opens_and_ends_at_once(storm_fleet: Fleet) 
         f"after everyone left ({took:.1f}s of polling); rooms closed over "
         f"{(ended[-1] - ended[0]).total_seconds():.1f}s; {probe.summary()}"
     )
-    depth, _ = queue_info(fleet)
-    assert depth == 0
     assert probe.all_ok(), probe.summary()
+    # MongoDB may hold a batch whose write timed out: its entries are acknowledged when
+    # the drainer retries it (then as duplicates).
+    await await_until(lambda: queue_info(fleet)[0] == 0, within=60, message="queue empty")
 
 
 async def test_mongo_stopped_while_200_rooms_close(storm_fleet: Fleet) -> None:
@@ -195,8 +196,8 @@ async def test_mongo_stopped_while_200_rooms_close(storm_fleet: Fleet) -> None:
         f"MongoDB down {OUTAGE:.0f}s while 200 rooms closed: all archived {took:.1f}s after "
         f"it came back; {probe.summary()}"
     )
-    assert queue_info(fleet)[0] == 0
     assert probe.all_ok(), probe.summary()
+    await await_until(lambda: queue_info(fleet)[0] == 0, within=60, message="queue empty")
 
 
 async def test_sigkill_a_gateway_whose_queue_holds_entries(storm_fleet: Fleet) -> None:
@@ -236,7 +237,7 @@ async def test_sigkill_a_gateway_whose_queue_holds_entries(storm_fleet: Fleet) -
             f"all {len(blocks)} archived {took:.1f}s after MongoDB came back (claim idle "
             f"{CLAIM_IDLE:.0f}s)"
         )
-        assert queue_info(fleet)[0] == 0
+        await await_until(lambda: queue_info(fleet)[0] == 0, within=60, message="queue empty")
     finally:
         if victim is not None:
             victim.start()
