@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.infra import CHROMIUM_NAMES, ROOT, find_chromium, scaled, tool_missing, wait_until
+from tests.infra import (
+    CHROMIUM_NAMES,
+    ROOT,
+    Fleet,
+    find_chromium,
+    scaled,
+    tool_missing,
+    wait_until,
+)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -164,3 +172,8 @@ def type_at_end(person: Person, text: str) -> None:
     person.editor.click()
     person.page.keyboard.press("Control+End")
     person.page.keyboard.insert_text(text)
+
+
+def seed(fleet: Fleet, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create these blocks through the fleet's api; their bodies with their ids."""
+    return [fleet.new_block(**block) for block in blocks]

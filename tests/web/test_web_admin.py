@@ -15,17 +15,18 @@ from redis import Redis
 
 from shared.keys import Keys
 from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block, wait_until
-from tests.web.browser import People, Person, launch_browser, ms
-from tests.web.test_web_browser import (
-    AXE,
-    GRACE,
-    _axe,
-    _seed,
+from tests.web.browser import (
+    People,
+    Person,
     expect,
     joined,
+    launch_browser,
+    ms,
     type_at_end,
     wait_text,
 )
+from tests.web.browser import seed as _seed
+from tests.web.test_web_browser import AXE, GRACE, _axe
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
 
@@ -85,7 +86,9 @@ def test_admin_manages_blocks(fleet: Fleet, people: People) -> None:
 
     # A wrong token is refused and kept nowhere.
     sign_in(admin, "not-the-token")
-    expect(admin.page.locator("#admin-token-error")).to_have_text("That admin token is not accepted.")
+    expect(admin.page.locator("#admin-token-error")).to_have_text(
+        "That admin token is not accepted."
+    )
     expect(admin.page.locator("#admin-token")).to_have_attribute("aria-invalid", "true")
     assert "not-the-token" not in str(storage(admin))
 
@@ -234,7 +237,9 @@ def test_replay_of_a_session_typed_by_three_students(fleet: Fleet, people: Peopl
     try:
         expect(admin.page.locator("#replay-ready")).to_be_attached()
     except AssertionError:
-        raise AssertionError((admin.errors, admin.console_errors, admin.page.content()[:3000])) from None
+        raise AssertionError(
+            (admin.errors, admin.console_errors, admin.page.content()[:3000])
+        ) from None
     assert f"/admin/replay/{session['sessionId']}" in admin.page.url
     scrub = admin.page.locator("#scrub")
     duration = int(scrub.get_attribute("max") or 0)
@@ -332,4 +337,6 @@ def test_solved_moment_is_marked_and_pages_are_accessible(fleet: Fleet, people: 
     assert not any(found.values()), found
 
     signin.page.goto("/admin/replay/no-such-session")
-    expect(signin.page.locator("#replay-state")).to_have_text("There is no replay for this session.")
+    expect(signin.page.locator("#replay-state")).to_have_text(
+        "There is no replay for this session."
+    )

@@ -17,11 +17,9 @@ from tests.infra import (
     EmbeddedMongo,
     Fleet,
     RedisServer,
-    make_block,
     scaled,
     seed_blocks,
     tool_missing,
-    wait_until,
 )
 from tests.web.browser import (
     PHONE,

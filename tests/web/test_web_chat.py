@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block
-from tests.web.browser import People, Person, launch_browser
-from tests.web.test_web_browser import AXE, _seed, expect, joined, type_at_end, wait_text
+from tests.web.browser import People, Person, expect, joined, launch_browser, type_at_end, wait_text
+from tests.web.browser import seed as _seed
+from tests.web.test_web_browser import AXE
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
 

@@ -18,8 +18,8 @@ import pytest
 
 from tests.api.test_seed import EXPECTED_OUTPUT
 from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block, scaled, seed_blocks
-from tests.web.browser import People, Person, launch_browser, ms
-from tests.web.test_web_browser import _seed, expect, joined
+from tests.web.browser import People, Person, expect, joined, launch_browser, ms
+from tests.web.browser import seed as _seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
 

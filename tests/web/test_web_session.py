@@ -5,12 +5,12 @@ fresh Y.Doc. The page's socket is cut and held off with Playwright's WebSocket r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.infra import Fleet, make_block, wait_until
+from tests.infra import Fleet, wait_until
 from tests.web.browser import People, expect, joined, ms, type_at_end, wait_text
 from tests.web.test_web_browser import GRACE
 
