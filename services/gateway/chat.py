@@ -290,6 +290,8 @@ class ChatRelay:
 
     def receive(self, core: RoomCore, member_id: str, frame: bytes, now: float) -> Effects:
         """A chat/hint frame from a member: relay it, refuse it, or close the sender."""
+        if not core.take_token(member_id, now):  # every frame counts in the socket's rate
+            return Effects(close=CloseCode.RATE_LIMITED, reason="too many messages")
         member = core.members[member_id]
         ids = [c for c in member.awareness_ids if c in core.awareness]
         decision = decide(
