@@ -20,6 +20,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs
 
 from redis.asyncio import Redis
+from redis.backoff import FullJitterBackoff
 from redis.exceptions import RedisError
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 ROOM_PATH = "/ws/rooms/"
 MAX_CLIENT_ID = 64
+LEAVE_RETRY_SECONDS = 120.0  # a member's leave is retried this long while Redis is away
+LEAVE_RETRY_CAP = 5.0
 KEEPALIVE_SLICES = 30  # the sockets are pinged in this many turns per keepalive interval
 KEEPALIVE_CLOSE_TIMEOUT = 0.5  # closing a socket that missed its ping
 
@@ -367,11 +370,29 @@ class Hub:
             await self._drop_room(block_id, handle)
 
     async def _forget_member(self, block_id: str, member_id: str) -> None:
-        try:
-            _, mentor_away, empty = await self.store.leave(block_id, member_id, now_ms())
-            await self.after_leave(block_id, mentor_away, empty)
-        except RedisError as exc:
-            log.warning("leave of %s failed (the reaper or resync fixes it): %s", member_id, exc)
+        """Remove the member from the room's state, retrying while Redis is away or slow:
+        nobody else removes a live gateway's member, and a room that keeps a ghost member
+        never closes (its session is never archived). LEAVE is idempotent."""
+        backoff = FullJitterBackoff(cap=LEAVE_RETRY_CAP, base=0.2)
+        deadline = time.monotonic() + LEAVE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                _, mentor_away, empty = await self.store.leave(block_id, member_id, now_ms())
+                await self.after_leave(block_id, mentor_away, empty)
+                if attempt > 1:
+                    log.info("leave of %s done at attempt %d", member_id, attempt)
+                return
+            except RedisError as exc:
+                if self.shutting_down or time.monotonic() > deadline:
+                    # Stopping: our heartbeats stop too, and whoever reaps us removes it.
+                    log.error("leave of %s failed %d times, giving up: %s", member_id, attempt, exc)
+                    return
+                log.warning(
+                    "leave of %s failed (attempt %d), retrying: %s", member_id, attempt, exc
+                )
+            await asyncio.sleep(backoff.compute(attempt))
 
     async def after_leave(self, block_id: str, mentor_away: bool, empty: bool) -> None:
         if mentor_away:
