@@ -15,12 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.yvalidate import (
-    InvalidUpdate,
-    encode_var_bytes,
-    encode_var_string,
-    read_var_uint,
-)
+from shared.ywire import DecodeError, encode_var_bytes, encode_var_string, read_var_uint
 
 
 class MessageType(IntEnum):
@@ -98,7 +93,7 @@ def decode_message(frame: bytes) -> Message:
             return Message(MessageType.QUERY_AWARENESS, None, b"")
         if kind == MessageType.AUTH:
             return Message(MessageType.AUTH, None, frame[pos:])
-    except InvalidUpdate as exc:
+    except DecodeError as exc:
         raise ProtocolError(str(exc)) from None
     raise ProtocolError(f"unknown message type {kind}")
 

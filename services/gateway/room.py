@@ -14,13 +14,8 @@ from pycrdt import Doc, Text
 
 from shared import protocol
 from shared.protocol import CloseCode, MessageType, ProtocolError, Role, SyncType
-from shared.yvalidate import (
-    InvalidUpdate,
-    encode_awareness_update,
-    parse_awareness_update,
-    validate_state_vector,
-    validate_update,
-)
+from shared.yvalidate import InvalidUpdate, validate_state_vector, validate_update
+from shared.ywire import encode_awareness_update, parse_awareness_update
 
 EMPTY_UPDATE = b"\x00\x00"
 # The template is written with a fixed Yjs client id, so that every gateway that

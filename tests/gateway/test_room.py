@@ -29,11 +29,7 @@ from services.gateway.room import (
 )
 from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, Role, SyncType
-from shared.yvalidate import (
-    encode_awareness_update,
-    encode_var_uint,
-    parse_awareness_update,
-)
+from shared.ywire import encode_awareness_update, encode_var_uint, parse_awareness_update
 
 RoomFactory = Callable[..., RoomCore]
 READ_ONLY: tuple[Role, ...] = ("mentor", "watcher")

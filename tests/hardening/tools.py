@@ -19,7 +19,7 @@ import httpx
 
 from shared import protocol
 from shared.protocol import MessageType
-from shared.yvalidate import read_var_uint
+from shared.ywire import read_var_uint
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 NO_CLOSE = 1006  # the connection ended without a close frame
