@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.documents import LANGUAGES, SLUG_PATTERN, BlockPatch, BlockSpec
+from shared.documents import BLOCK_ID_PATTERN, LANGUAGES, SLUG_PATTERN, BlockPatch, BlockSpec
 
 JSON = dict[str, Any]
-_OBJECT_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+_OBJECT_ID = {"type": "string", "pattern": BLOCK_ID_PATTERN}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 

@@ -8,17 +8,14 @@ joining it) while MongoDB is briefly unreachable.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass
 
 from bson import ObjectId
 
 from shared.db import MongoGate, op_timeout
-from shared.documents import CodeBlock
+from shared.documents import CodeBlock, is_block_id
 from shared.settings import Settings
-
-_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
 class BlockUnavailable(Exception):
@@ -41,7 +38,7 @@ class BlockSource:
 
     @staticmethod
     def valid_id(block_id: str) -> bool:
-        return bool(_OBJECT_ID.match(block_id))
+        return is_block_id(block_id)
 
     async def get(self, block_id: str) -> Block | None:
         """The block, None if there is no such block; raises BlockUnavailable."""

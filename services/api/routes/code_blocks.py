@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,9 +17,15 @@ from services.api.body import read_json, validate
 from services.api.deps import deps
 from services.api.errors import ApiError
 from shared.db import admin_block, public_block, room_session_json
-from shared.documents import BlockPatch, BlockSpec, CodeBlock, RoomSession, utcnow
+from shared.documents import (
+    BlockPatch,
+    BlockSpec,
+    CodeBlock,
+    RoomSession,
+    is_block_id,
+    utcnow,
+)
 
-_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 MAX_SESSIONS = 200
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -39,9 +44,9 @@ class _Summary(BaseModel):
 
 def _object_id(request: Request) -> PydanticObjectId:
     raw = request.path_params["id"]
-    if not _OBJECT_ID.fullmatch(raw):
+    if not is_block_id(raw):  # the gateway refuses any other spelling (4404)
         raise ApiError(404, "no such code block")
-    return PydanticObjectId(raw.lower())
+    return PydanticObjectId(raw)
 
 
 async def _block_or_404(block_id: PydanticObjectId) -> CodeBlock:
