@@ -68,6 +68,12 @@ class Keys:
         """Short lock so that one gateway at a time reaps a dead one."""
         return f"{self.prefix}:reap:{gateway_id}"
 
+    @property
+    def relay_hello(self) -> str:
+        """Pub/sub channel nobody publishes on: the subscriber's own, so its connection is
+        in subscribe mode (and confirmed) even when the gateway serves no room."""
+        return f"{self.prefix}:relay:hello"
+
     @lru_cache(maxsize=16384)  # noqa: B019 - as room(): Keys live as long as the process
     def room_from_channel(self, channel: str) -> str | None:
         """Block id of a room channel name, or None if it is not one of ours."""

@@ -30,6 +30,7 @@ from services.gateway.hub import ROOM_PATH, Hub
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.presence import Housekeeper
 from services.gateway.relay import Relay
+from services.gateway.resp import Endpoint
 from shared.db import MongoGate, mongo_client
 from shared.settings import Settings, load_settings
 
@@ -77,7 +78,8 @@ class Gateway:
         # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so
         # no message loss is ever hidden by a silent reconnect).
         self.relay = Relay(
-            url,
+            Endpoint.from_url(url),
+            self.hub.keys.relay_hello,
             self.hub.sync.on_channel_message,
             self.hub.sync.resync_all,
             connect_timeout=settings.redis_timeout_ms / 1000,

@@ -30,11 +30,12 @@ from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.connection import RoomConnection
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
-from services.gateway.pipeline import Pipeline
+from services.gateway.resp import Endpoint
 from services.gateway.room import Effects, Limits, RoomCore, template_update
 from services.gateway.scripts import Closed, Presence, RoomStore, now_ms
 from services.gateway.sync import RoomSync
 from services.gateway.wire import presence_frame, ws_frame
+from services.gateway.writer import RedisWriter
 from shared import protocol
 from shared.keys import Keys
 from shared.protocol import CloseCode, Role
@@ -98,7 +99,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.relay: Any = None  # set by the composition root (services.gateway.relay.Relay)
         self.outbox = Outbox(
-            Pipeline(settings.redis_url, settings.redis_timeout_ms / 1000),
+            RedisWriter(Endpoint.from_url(settings.redis_url), settings.redis_timeout_ms / 1000),
             self.store,
             self.id,
             self.on_published,

@@ -1,7 +1,7 @@
 """Everything a gateway writes to Redis on the hot path, coalesced per tick.
 
 Students' updates are queued per room, awareness per channel. Once per event-loop tick
-everything queued is written to one pipelined connection (``pipeline.Pipeline``): one
+everything queued is written to one pipelined connection (``writer.RedisWriter``): one
 EVALSHA per room with the room's updates merged (at most ``MAX_BATCH`` per log entry:
 pycrdt's memory to apply an update grows with the square of its consecutive items, and
 ``merge_updates`` does not squash keystrokes), one PUBLISH per awareness message. A room
@@ -23,8 +23,9 @@ from typing import Any
 
 from pycrdt import merge_updates
 
-from services.gateway.pipeline import Pipeline, encode_command
+from services.gateway.resp import encode_command, reconnect_delay
 from services.gateway.scripts import PUBLISH, RoomStore
+from services.gateway.writer import RedisWriter
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,13 @@ class _Queue:
 class Outbox:
     def __init__(
         self,
-        pipeline: Pipeline,
+        writer: RedisWriter,
         store: RoomStore,
         gateway_id: str,
         on_published: Published,
         on_lost: Lost,
     ) -> None:
-        self._pipe = pipeline
+        self._pipe = writer
         self._store = store
         self._gateway = gateway_id.encode()
         self._on_published = on_published
@@ -113,10 +114,6 @@ class Outbox:
 
     def forget(self, block_id: str) -> None:
         self._rooms.pop(block_id, None)
-
-    def pending(self, block_id: str) -> bool:
-        queue = self._rooms.get(block_id)
-        return queue is not None and bool(queue.updates)
 
     async def drained(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds until nothing sendable is queued or in flight."""
@@ -216,14 +213,15 @@ class Outbox:
         self._pipe.send(encode_command("SCRIPT", "LOAD", PUBLISH), loaded)
 
     async def _reconnect(self) -> None:
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 await self._pipe.connect()
             except (OSError, TimeoutError, ConnectionError) as exc:
+                failures += 1
+                delay = reconnect_delay(failures)
                 log.warning("redis (outbox) unavailable: %s; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
             self._schedule()
             return
