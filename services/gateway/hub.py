@@ -4,7 +4,7 @@ One ``Hub`` per process. It owns the rooms this gateway serves (a ``RoomCore`` p
 local sockets), carries out the ``Effects`` the core returns, batches each room's
 updates into one Redis publish at a time, and applies what arrives from the room
 channel. It never awaits a client inside fan-out: frames are written synchronously to
-each socket's transport, and a socket whose unsent bytes pass ``OUTBOX_MAX_BYTES`` is
+each socket's transport, and a socket whose unsent bytes pass ``CLIENT_SEND_BUFFER_BYTES`` is
 closed with 4000 (slow consumer).
 """
 
@@ -141,7 +141,7 @@ class Hub:
             return
         transport = ws.transport
         transport.write(wire)
-        if transport.get_write_buffer_size() > self.settings.outbox_max_bytes:
+        if transport.get_write_buffer_size() > self.settings.client_send_buffer_bytes:
             if ws not in self._slow:
                 self._slow.add(ws)
                 self.spawn(self._close_slow(ws))
