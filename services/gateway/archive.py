@@ -12,23 +12,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pycrdt import Doc, Text
-
 from services.gateway.scripts import Closed
+from services.gateway.ydoc import log_text
 from shared.db import MongoGate, op_timeout
 from shared.documents import RoomSession
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def final_code(closed: Closed) -> str:
-    doc: Doc[Text] = Doc()
-    if closed.snapshot:
-        doc.apply_update(closed.snapshot)
-    for _, update in closed.entries:
-        doc.apply_update(update)
-    return str(doc.get("code", type=Text))
 
 
 class Archiver:
@@ -44,7 +34,7 @@ class Archiver:
             session_id=closed.session,
             started_at=datetime.fromtimestamp(closed.opened_at_ms / 1000, UTC),
             ended_at=datetime.now(UTC),
-            final_code=final_code(closed),
+            final_code=log_text(closed.snapshot, closed.entries),
             solved=closed.solved,
             peak_students=closed.peak_students,
             reason=reason,

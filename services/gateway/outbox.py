@@ -9,7 +9,7 @@ has at most one batch in flight; what arrives meanwhile forms the next, larger b
 a slow Redis gets fewer, bigger writes instead of a queue of small ones.
 
 When Redis refuses a room's batch because it lost the room (restart), the batch is kept
-and the room is *held* until the hub has resynced it (``release``). When the connection
+and the room is *held* until it has been resynced (``release``). When the connection
 is down, batches wait and the outbox reconnects with backoff.
 """
 
@@ -33,7 +33,9 @@ MAX_BATCH = 64
 MAX_COMMANDS = 20_000  # encoded EVALSHA prefixes kept (rooms x sessions), then forgotten
 
 Published = Callable[[str, str, int, int, int], None]  # block, session, seq, bytes, since
-Lost = Callable[[str, str, bool], None]  # block, session, closed (else: resync needed)
+# block, session, closed (else: Redis lost the room); returns whether to hold the batch
+# until ``release`` (the room is served here and will be resynced) or drop it.
+Lost = Callable[[str, str, bool], bool]
 
 
 _EMPTY_BULK = b"$0\r\n\r\n"
@@ -106,14 +108,11 @@ class Outbox:
 
     # --- room control --------------------------------------------------------------------
     def release(self, block_id: str) -> None:
-        """The hub resynced the room: send what was held."""
+        """The room was resynced: send what was held."""
         queue = self._rooms.get(block_id)
         if queue is not None and queue.held:
             queue.held = False
             self._schedule()
-
-    def forget(self, block_id: str) -> None:
-        self._rooms.pop(block_id, None)
 
     async def drained(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds until nothing sendable is queued or in flight."""
@@ -169,15 +168,13 @@ class Outbox:
                     self._load_script()
                 elif not isinstance(reply, ConnectionError):
                     log.warning("publish to room %s failed: %s", block_id, reply)
-                    queue.held = True
-                    self._on_lost(block_id, queue.session, False)
+                    self._hold(block_id, queue)
                 self._schedule()
                 return
             seq, doc_bytes, since = (int(x) for x in reply)
             if seq == -2:  # Redis lost the room: hold until resynced
                 queue.updates[:0] = batch
-                queue.held = True
-                self._on_lost(block_id, queue.session, False)
+                self._hold(block_id, queue)
             elif seq == -1:  # the session is over (the close event is on its way)
                 if self._rooms.get(block_id) is queue:
                     del self._rooms[block_id]
@@ -191,6 +188,12 @@ class Outbox:
             self._check_idle()
 
         return done
+
+    def _hold(self, block_id: str, queue: _Queue) -> None:
+        """Keep the room's updates until it is resynced, if it is still served here."""
+        queue.held = True
+        if not self._on_lost(block_id, queue.session, False) and self._rooms.get(block_id) is queue:
+            del self._rooms[block_id]
 
     def _on_published_awareness(self, reply: Any) -> None:
         self._in_flight -= 1

@@ -43,21 +43,41 @@ class _Subscriber(RespConnection):
             super().reply_received(reply)  # a confirmation (or error) of a command
 
 
+class Subscriptions:
+    """The room channels this gateway wants. The rooms change it; the relay carries it
+    out on its connection while it has one, and in full on every (re)connect."""
+
+    def __init__(self) -> None:
+        self.channels: set[str] = set()
+        self.conn: RespConnection | None = None  # the relay's, while it is healthy
+
+    def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
+        if self.conn is not None:
+            self.conn.send(encode_command("SUBSCRIBE", channel))
+
+    def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        if self.conn is not None:
+            self.conn.send(encode_command("UNSUBSCRIBE", channel))
+
+
 class Relay:
     def __init__(
         self,
         endpoint: Endpoint,
         hello_channel: str,
+        subscriptions: Subscriptions,
         on_message: Handler,
         on_reconnect: Callable[[], Coroutine[Any, Any, None]],
         connect_timeout: float = 2.0,
     ) -> None:
         self._endpoint = endpoint
         self._hello = hello_channel
+        self._subs = subscriptions
         self._on_message = on_message
         self._on_reconnect = on_reconnect
         self._connect_timeout = connect_timeout
-        self._channels: set[str] = set()
         self._conn: _Subscriber | None = None
         self._task: asyncio.Task[None] | None = None
         self._resync: asyncio.Task[None] | None = None
@@ -73,16 +93,6 @@ class Relay:
         if self._conn is not None:
             self._conn.close()
 
-    async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-        if self._conn is not None and self.healthy:
-            self._conn.send(encode_command("SUBSCRIBE", channel))
-
-    async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
-        if self._conn is not None and self.healthy:
-            self._conn.send(encode_command("UNSUBSCRIBE", channel))
-
     async def _connect(self) -> tuple[_Subscriber, set[str]]:
         conn = await connect(
             self._endpoint, lambda: _Subscriber(self._on_message), self._connect_timeout
@@ -91,7 +101,7 @@ class Relay:
             async with asyncio.timeout(self._connect_timeout):
                 # The private channel puts the connection in subscribe mode (and confirms
                 # it works) even when the gateway serves no room yet.
-                sent = set(self._channels)
+                sent = set(self._subs.channels)
                 await conn.request("SUBSCRIBE", self._hello, *sorted(sent))
         except BaseException:
             conn.close()
@@ -112,19 +122,20 @@ class Relay:
                 failures += 1
                 await asyncio.sleep(reconnect_delay(failures))
                 continue
-            self._conn = conn
+            self._conn = self._subs.conn = conn
             self.healthy = True
             failures = 0
             # Rooms opened or dropped while the connection was being set up.
-            if added := self._channels - sent:
+            wanted = self._subs.channels
+            if added := wanted - sent:
                 conn.send(encode_command("SUBSCRIBE", *sorted(added)))
-            if dropped := sent - self._channels:
+            if dropped := sent - wanted:
                 conn.send(encode_command("UNSUBSCRIBE", *sorted(dropped)))
             if not first:
-                log.warning("pub/sub reconnected; resyncing %d rooms", len(self._channels))
+                log.warning("pub/sub reconnected; resyncing %d rooms", len(wanted))
                 self._resync = asyncio.create_task(self._on_reconnect())
             first = False
             await conn.closed
             self.healthy = False
-            self._conn = None
+            self._conn = self._subs.conn = None
             log.error("pub/sub connection lost")

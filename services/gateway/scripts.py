@@ -1,10 +1,9 @@
 """Room state in Redis: the Lua scripts that change it atomically, and a thin client.
 
 Every change to a room is one script, which also publishes the matching channel
-message, so the channel's order is the state's order (docs/redis.md).
-Channel messages: a kind byte, then fields separated by NUL:
-``U<gateway>\\0<epoch>\\0<seq>\\0<update>``, ``A<gateway>\\0<awareness update>``,
-``P<version>\\0<mentor 0/1>\\0<students>\\0<watchers>``, ``S<seq>``, ``C<session>\\0<reason>``.
+message, so the channel's order is the state's order (docs/redis.md). The messages'
+format is ``channel.py``'s; the Lua here writes ``U``, ``P``, ``S`` and ``C`` exactly as
+its encoders do (tests/gateway/test_scripts.py decodes and re-encodes what it publishes).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from services.gateway.channel import Presence
 from shared.keys import Keys, RoomKeys
 
 # KEYS for every room script: state, members, log, doc, channel, tomb.
@@ -267,18 +267,9 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Presence:
-    version: int  # 'pv': bumped by every change of the counts
-    mentor: bool
-    students: int
-    watchers: int
-
-
-@dataclass(frozen=True, slots=True)
 class Joined:
     role: str  # 'mentor' | 'student' | 'watcher' | 'full'
     session: str
-    epoch: str = ""
     presence: Presence | None = None
 
 
@@ -287,7 +278,6 @@ class Loaded:
     session: str
     epoch: str
     seq: int
-    snap_seq: int
     doc_bytes: int
     presence: Presence
     solved: bool
@@ -321,7 +311,7 @@ class RoomStore:
         self.keys = keys
         self._join = redis.register_script(JOIN)
         self._leave = redis.register_script(LEAVE)
-        self._publish = redis.register_script(PUBLISH)
+        self._publish = redis.register_script(PUBLISH)  # run by the outbox (EVALSHA)
         self._compact = redis.register_script(COMPACT)
         self._load = redis.register_script(LOAD)
         self._solved = redis.register_script(SOLVED)
@@ -359,7 +349,7 @@ class RoomStore:
         if r[0] == b"full":
             return Joined("full", r[1].decode())
         counts = Presence(int(r[6]), int(r[3]) > 0, int(r[4]), int(r[5]))
-        return Joined(_ROLE[r[0]], r[1].decode(), r[2].decode(), counts)
+        return Joined(_ROLE[r[0]], r[1].decode(), counts)
 
     async def leave(
         self, block_id: str, member_or_prefix: str, now_ms: int, *, prefix: bool = False
@@ -368,12 +358,6 @@ class RoomStore:
             keys=self._k(block_id), args=[member_or_prefix, now_ms, "prefix" if prefix else ""]
         )
         return int(r[0]), bool(int(r[1])), bool(int(r[2]))
-
-    async def publish(
-        self, block_id: str, session: str, gateway_id: str, update: bytes
-    ) -> tuple[int, int, int]:
-        r = await self._publish(keys=self._k(block_id), args=[session, gateway_id, update])
-        return int(r[0]), int(r[1]), int(r[2])
 
     async def compact(self, block_id: str, session: str, seq: int, snapshot: bytes) -> bool:
         return bool(await self._compact(keys=self._k(block_id), args=[session, seq, snapshot]))
@@ -388,7 +372,6 @@ class RoomStore:
             session=r[0].decode(),
             epoch=r[1].decode(),
             seq=int(r[2]),
-            snap_seq=int(r[3]),
             doc_bytes=int(r[4]),
             presence=Presence(int(r[5]), int(r[6]) > 0, int(r[7]), int(r[8])),
             solved=r[9] == b"1",
@@ -400,9 +383,11 @@ class RoomStore:
         r = await self._solved(keys=self._k(block_id), args=[session, seq, 1 if matched else 0])
         return bool(r)
 
-    async def close(
+    async def end_session(
         self, block_id: str, *, session: str, now_ms: int, grace_ms: int, reason: str, force: bool
     ) -> Closed | tuple[str, int]:
+        """The CLOSE script: end the session fleet-wide if the mentor's grace is over (or
+        now, with ``force``); its channel message sends every gateway's members home."""
         r = await self._close(
             keys=self._k(block_id), args=[session, now_ms, grace_ms, reason, 1 if force else 0]
         )
@@ -436,6 +421,19 @@ class RoomStore:
         if r[0] == b"closed":
             return "closed", "", False
         return "ok", r[1].decode(), bool(int(r[2]))
+
+    async def current_session(self, block_id: str) -> str | None:
+        """The room's open session, None if it is not open."""
+        raw = await self.redis.hget(self.keys.room(block_id).state, "session")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def register(self, block_id: str, gateway_id: str) -> None:
+        """The room is open and this gateway serves members of it (for the lobby and
+        for the reaper, should the gateway die)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.rooms, block_id)
+            pipe.sadd(self.keys.gateway_rooms(gateway_id), block_id)
+            await pipe.execute()
 
     async def forget_closing(self, block_id: str, score: int) -> None:
         await self._zrem_if(keys=[self.keys.closing], args=[block_id, score])

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from services.embedded import redis_server_argv
-from services.gateway.relay import Relay
+from services.gateway.relay import Relay, Subscriptions
 from services.gateway.resp import (
     Endpoint,
     RedisRefused,
@@ -247,9 +247,11 @@ async def test_relay_subscribes_under_the_prefix_and_resubscribes_after_a_kill(
     async def on_reconnect() -> None:
         reconnects.set()
 
+    subscriptions = Subscriptions()
     relay = Relay(
         Endpoint(port=server.port, password=PASSWORD),
         keys.relay_hello,
+        subscriptions,
         lambda ch, data: messages.append((ch, data)),
         on_reconnect,
         scaled(5),
@@ -260,7 +262,7 @@ async def test_relay_subscribes_under_the_prefix_and_resubscribes_after_a_kill(
         with server.admin() as admin:
             assert keys.relay_hello in admin.pubsub_channels(keys.prefix + ":*")
             assert "coderoom:relay:hello" not in admin.pubsub_channels()
-            await relay.subscribe(channel)
+            subscriptions.subscribe(channel)
             await await_until(
                 lambda: channel in admin.pubsub_channels(keys.prefix + ":*"), 5, message="sub"
             )

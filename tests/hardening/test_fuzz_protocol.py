@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from services.gateway.room import Limits, RoomCore, template_update
+from services.gateway.room import Limits, RoomCore
+from services.gateway.ydoc import template_update
 from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, ProtocolError, SyncType
 from shared.ywire import encode_awareness_update, encode_var_uint
