@@ -30,7 +30,7 @@ from services.gateway.loader import RoomGone, RoomLoader
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
-from services.gateway.scripts import RoomStore, now_ms
+from services.gateway.store import RoomStore, now_ms
 from services.gateway.wire import presence_frame
 from services.gateway.ydoc import template_update
 from shared import protocol

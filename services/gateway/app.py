@@ -44,8 +44,8 @@ from services.gateway.relay import Relay, Subscriptions
 from services.gateway.resp import Endpoint
 from services.gateway.resync import Resync
 from services.gateway.room import Limits
-from services.gateway.scripts import RoomStore
 from services.gateway.solved import SolvedChecks
+from services.gateway.store import RoomStore
 from services.gateway.writer import RedisWriter
 from shared.db import MongoGate, mongo_client
 from shared.keys import Keys

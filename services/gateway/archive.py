@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from services.gateway.scripts import Closed
+from services.gateway.store import Closed
 from services.gateway.ydoc import log_text
 from shared.db import MongoGate, op_timeout
 from shared.documents import RoomSession

@@ -9,8 +9,8 @@ from __future__ import annotations
 from services.gateway.delivery import Delivery
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import RoomHandle, RoomRegistry
-from services.gateway.scripts import RoomStore
 from services.gateway.solved import SolvedChecks
+from services.gateway.store import RoomStore
 from services.gateway.ydoc import EMPTY_UPDATE
 from shared import protocol
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from services.gateway.archive import Archiver
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.scripts import Closed, RoomStore, now_ms
+from services.gateway.store import Closed, RoomStore, now_ms
 from shared.keys import Keys
 
 

@@ -16,7 +16,7 @@ from services.gateway.background import Background
 from services.gateway.catchup import CatchUp
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import RoomHandle, RoomRegistry
-from services.gateway.scripts import RoomStore
+from services.gateway.store import RoomStore
 
 log = logging.getLogger(__name__)
 

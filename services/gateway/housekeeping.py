@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from services.gateway.closing import RoomCloser
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.resync import Resync
-from services.gateway.scripts import RoomStore, now_ms
+from services.gateway.store import RoomStore, now_ms
 from shared.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from services.gateway.blocks import Block
 from services.gateway.registry import RoomHandle, RoomRegistry
 from services.gateway.room import Limits, RoomCore
-from services.gateway.scripts import RoomStore
+from services.gateway.store import RoomStore
 
 
 class RoomGone(Exception):

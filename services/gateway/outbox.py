@@ -24,7 +24,8 @@ from typing import Any
 from pycrdt import merge_updates
 
 from services.gateway.resp import encode_command, reconnect_delay
-from services.gateway.scripts import PUBLISH, RoomStore
+from services.gateway.scripts import PUBLISH
+from services.gateway.store import RoomStore
 from services.gateway.writer import RedisWriter
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
 from services.gateway.room import RoomCore
-from services.gateway.scripts import RoomStore, now_ms
 from services.gateway.solved import SolvedChecks
+from services.gateway.store import RoomStore, now_ms
 from services.gateway.ydoc import EMPTY_UPDATE, replay
 from shared import protocol
 from shared.keys import Keys

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from services.gateway.background import Background
 from services.gateway.registry import RoomHandle
 from services.gateway.room import RoomCore
-from services.gateway.scripts import RoomStore
+from services.gateway.store import RoomStore
 
 log = logging.getLogger(__name__)
 

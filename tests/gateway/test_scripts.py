@@ -13,7 +13,8 @@ from pycrdt import Doc, Text
 from redis.asyncio import Redis
 
 from services.gateway import channel
-from services.gateway.scripts import PUBLISH, Closed, Loaded, RoomStore
+from services.gateway.scripts import PUBLISH
+from services.gateway.store import Closed, Loaded, RoomStore
 from services.gateway.ydoc import template_update
 from shared.keys import Keys
 from tests.infra import RedisServer, free_port, port_listening, scaled, unique_name, wait_until
