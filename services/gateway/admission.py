@@ -35,6 +35,7 @@ from services.gateway.wire import presence_frame
 from services.gateway.ydoc import template_update
 from shared import protocol
 from shared.protocol import CloseCode, Role
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,17 @@ class AdmissionPolicy:
     max_room_members: int
     max_connections_per_ip: int
     trust_proxy_headers: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdmissionPolicy:
+        return cls(
+            token_secret=settings.token_secret.get_secret_value().encode(),
+            resume_token_ttl_seconds=settings.resume_token_ttl_seconds,
+            mentor_grace_seconds=settings.mentor_grace_seconds,
+            max_room_members=settings.max_room_members,
+            max_connections_per_ip=settings.max_connections_per_ip,
+            trust_proxy_headers=settings.trust_proxy_headers,
+        )
 
 
 class Admission:

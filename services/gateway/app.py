@@ -147,14 +147,7 @@ class Gateway:
         )
         self.admission = Admission(
             gateway_id,
-            AdmissionPolicy(
-                token_secret=settings.token_secret.get_secret_value().encode(),
-                resume_token_ttl_seconds=settings.resume_token_ttl_seconds,
-                mentor_grace_seconds=settings.mentor_grace_seconds,
-                max_room_members=settings.max_room_members,
-                max_connections_per_ip=settings.max_connections_per_ip,
-                trust_proxy_headers=settings.trust_proxy_headers,
-            ),
+            AdmissionPolicy.from_settings(settings),
             store,
             BlockSource(self.gate, settings),
             RoomLoader(registry, store, limits, follower.on_loaded),
