@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from bench import looplag
+from bench.pinning import from_env as pin_from_env
 from bench.procs import http_get
 from bench.scenarios import Scenario, capacity_step, join_probe, split_scenario
 from bench.targets import Coderoom, RedisServer, Running
@@ -97,6 +100,7 @@ class Runner:
         spids = running.server_pids if server_pids is None else server_pids
         apids = running.aux_pids if aux_pids is None else aux_pids
         argv = ["node", str(HERE / "loadgen.mjs"), "--peers", str(self.peers)]
+        pin = pin_from_env()
         if rooms_file is not None:
             argv += ["--rooms-file", str(rooms_file), "--room-offset", str(offset)]
         argv += ["--adapter", target.adapter, "--urls", ",".join(urls or running.urls)]
@@ -109,6 +113,10 @@ class Runner:
             argv += ["--params", target.params]
         argv += list(extra)
         json_path.unlink(missing_ok=True)
+        if pin is not None:
+            argv = pin.loadgen_argv(argv)
+            for pid in pin.pin_servers([*spids, *apids]):
+                say(f"!! {label}: could not pin pid {pid}")
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         handle = Handle(
@@ -139,7 +147,7 @@ class Runner:
             result: JSON = {"meta": {"label": handle.label}, "failed": True}
         else:
             result = json.loads(handle.json_path.read_text())
-        result["bench"] = handle.tags
+        result["bench"] = {**handle.tags, "pin": os.environ.get("PIN", "")}
         return result
 
     def kill_all(self) -> None:
@@ -152,7 +160,13 @@ class Runner:
 
     def run(self, target: Target, running: Running, scen: Scenario, label: str, **kw: Any) -> JSON:
         say(f"== {label}: {scen.clients} clients, rate {scen.rate:g}, window {scen.duration:g}s")
+        before = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
         result = self.wait(self.spawn(target, running, scen, label, **kw))
+        if running.metrics_urls:
+            after = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
+            result["loopLag"] = lag = looplag.summary(before, after)  # connect + warmup included
+            p50, p99, over = lag["p50"], lag["p99"], lag["over5ms"]
+            say(f"   gateway loop lag p50 {p50} s, p99 {p99} s, ticks > 5 ms late: {over:g}")
         self.results.append(result)
         return result
 

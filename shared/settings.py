@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         5.0, ge=0, le=120, description="Time to flush and close sockets on SIGTERM."
     )
 
+    loop_stall_profile: str = Field(
+        "",
+        description="Gateway: file to write a profile of event-loop stalls to at shutdown "
+        "(a sampling thread; for benchmarks). Empty = off.",
+    )
+
     log_level: LogLevel = Field("INFO", description="Logging level.")
 
     @field_validator("gateway_urls", "allowed_origins", mode="before")

@@ -37,6 +37,7 @@ from services.gateway.frames import FramePath
 from services.gateway.housekeeping import Housekeeper
 from services.gateway.keepalive import Keepalive
 from services.gateway.loader import RoomLoader
+from services.gateway.looplag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomRegistry
@@ -170,6 +171,7 @@ class Gateway:
             interval=settings.heartbeat_interval_seconds,
             dead_after=settings.gateway_dead_after_seconds,
         )
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe, settings.loop_stall_profile)
         origins = settings.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)
@@ -212,6 +214,7 @@ class Gateway:
 
     # --- life cycle -------------------------------------------------------------------------
     async def start(self) -> Server:
+        self.loop_lag.start()
         self.relay.start()
         self.housekeeper.start()
         self._keepalive = asyncio.create_task(self.keepalive.run(), name="keepalive")
@@ -250,6 +253,7 @@ class Gateway:
         await self.gate.aclose()
         await self.background.cancel()
         await self.mongo.close()
+        self.loop_lag.stop()
 
 
 async def run(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -43,6 +43,12 @@ class GatewayMetrics(Collector):
         self.reaped = Counter(
             "coderoom_gateway_reaped_gateways_total",
             "Dead gateways reaped by this one.",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "coderoom_gateway_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (sampled 10 times a second).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
         self.rooms_closed = Counter(

@@ -27,6 +27,7 @@ from services.gateway.resp import (
 )
 from services.gateway.writer import RedisWriter
 from shared.keys import Keys
+from shared.settings import load_settings
 from tests.infra import LOCALHOST, RedisServer, await_until, scaled, unique_name, wait_until
 
 USER, PASSWORD = "gw", "s3cret:@/"  # a password that needs escaping in a URL
@@ -278,13 +279,19 @@ async def test_relay_subscribes_under_the_prefix_and_resubscribes_after_a_kill(
 
 
 async def test_gateway_relay_uses_the_configured_prefix(
-    settings_factory: Any, redis_client: Any, redis_prefix: str
+    redis_server: RedisServer, redis_client: Any, redis_prefix: str
 ) -> None:
     """Two deployments sharing a Redis: the relay's private channel is built by
     shared.keys under REDIS_PREFIX, not hard-coded."""
     from services.gateway.app import Gateway
 
-    gateway = Gateway(settings_factory(token_secret="t" * 32))
+    settings = load_settings(
+        redis_url=redis_server.url,
+        redis_prefix=redis_prefix,
+        token_secret="t" * 32,
+        mongodb_url="mongodb://127.0.0.1:1/?directConnection=true",  # never contacted
+    )
+    gateway = Gateway(settings)
     gateway.relay.start()
     try:
         await await_until(lambda: gateway.relay.healthy, 10, message="relay connected")

@@ -1,0 +1,55 @@
+"""The gateways' event-loop lag over one run, from their `coderoom_gateway_loop_lag_seconds`
+histograms scraped before and after (bucket differences; percentiles as bucket bounds)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+
+NAME = "coderoom_gateway_loop_lag_seconds"
+Buckets = dict[float, float]  # upper bound -> cumulative count
+
+
+def buckets(text: str) -> Buckets:
+    out: Buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != NAME:
+            continue
+        for sample in family.samples:
+            if sample.name == NAME + "_bucket":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def window(before: Sequence[Buckets], after: Sequence[Buckets]) -> Buckets:
+    """Summed over gateways: what was observed between the two scrapes."""
+    total: Buckets = {}
+    for b, a in zip(before, after, strict=True):
+        for le, count in a.items():
+            total[le] = total.get(le, 0.0) + count - b.get(le, 0.0)
+    return total
+
+
+def percentile(cumulative: Mapping[float, float], q: float) -> float | None:
+    """The smallest bucket bound holding a fraction q of the observations."""
+    if not cumulative:
+        return None
+    n = cumulative[max(cumulative)]
+    if n <= 0:
+        return None
+    for le in sorted(cumulative):
+        if cumulative[le] >= q * n:
+            return le
+    return None
+
+
+def summary(before: Sequence[Buckets], after: Sequence[Buckets]) -> dict[str, float | None]:
+    w = window(before, after)
+    over = w.get(float("inf"), 0.0) - w.get(0.005, 0.0)
+    return {
+        "samples": w.get(float("inf"), 0.0),
+        "p50": percentile(w, 0.5),
+        "p99": percentile(w, 0.99),
+        "over5ms": over,
+    }

@@ -1,0 +1,146 @@
+"""How late the gateway's event loop runs: the lag histogram, and what ran during stalls.
+
+A stalled loop delays every keystroke in flight on this gateway, so the loop's lag is the
+first thing to read when the latency tail grows (docs/bench/, issue #13). The monitor
+asks the loop to call it back every ``interval`` and records how late the call came
+(``coderoom_gateway_loop_lag_seconds``): ten timer callbacks a second, nothing else.
+
+With ``LOOP_STALL_PROFILE=<file>`` a thread also samples the loop thread's Python stack
+about every millisecond; each stall longer than ``STALL_SECONDS`` is attributed to the
+functions seen running inside it, and the totals are written to the file as JSON at
+shutdown. The sampler needs the GIL, so during a stall it gets in at least once per
+``sys.getswitchinterval()`` (5 ms): a diagnosis tool for benchmarks, off by default.
+The attribution itself (``attribute``) is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+INTERVAL_SECONDS = 0.1
+STALL_SECONDS = 0.005
+SAMPLE_SECONDS = 0.001
+STACK_DEPTH = 12
+SAMPLES_KEPT = 4096  # about 4 s of samples: a stall is attributed right after it ends
+
+Frame = str  # "file.py:function"
+Sample = tuple[float, tuple[Frame, ...]]  # (perf_counter, innermost frame first)
+
+
+@dataclass(slots=True)
+class StallReport:
+    """Stalls longer than the threshold, and the frames seen running during them."""
+
+    stalls: int = 0
+    stalled_seconds: float = 0.0
+    longest_seconds: float = 0.0
+    samples: int = 0
+    # frame -> samples in which it was on the stack (inclusive) / innermost (self)
+    inclusive: collections.Counter[Frame] = field(default_factory=collections.Counter)
+    innermost: collections.Counter[Frame] = field(default_factory=collections.Counter)
+
+    def as_json(self, top: int = 40) -> dict[str, object]:
+        return {
+            "stalls": self.stalls,
+            "stalledSeconds": round(self.stalled_seconds, 4),
+            "longestSeconds": round(self.longest_seconds, 4),
+            "samples": self.samples,
+            "inclusive": self.inclusive.most_common(top),
+            "innermost": self.innermost.most_common(top),
+        }
+
+
+def attribute(report: StallReport, start: float, end: float, samples: Iterable[Sample]) -> None:
+    """Add one stall [start, end] to the report, with the samples taken inside it."""
+    report.stalls += 1
+    report.stalled_seconds += end - start
+    report.longest_seconds = max(report.longest_seconds, end - start)
+    for at, stack in samples:
+        if start <= at <= end and stack:
+            report.samples += 1
+            report.innermost[stack[0]] += 1
+            report.inclusive.update(set(stack))
+
+
+def summarise(frame: object | None, depth: int = STACK_DEPTH) -> tuple[Frame, ...]:
+    """The innermost ``depth`` frames of a Python stack as ``file:function`` names."""
+    out: list[Frame] = []
+    while frame is not None and len(out) < depth:
+        code = frame.f_code  # type: ignore[attr-defined]
+        out.append(f"{Path(code.co_filename).name}:{code.co_name}")
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return tuple(out)
+
+
+class _Sampler(threading.Thread):
+    """Samples one thread's stack into a ring buffer (only with LOOP_STALL_PROFILE)."""
+
+    def __init__(self, target_thread: int) -> None:
+        super().__init__(name="loop-stall-sampler", daemon=True)
+        self._target = target_thread
+        self.samples: collections.deque[Sample] = collections.deque(maxlen=SAMPLES_KEPT)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        frames = sys._current_frames
+        while not self._stop.wait(SAMPLE_SECONDS):
+            frame = frames().get(self._target)
+            self.samples.append((time.perf_counter(), summarise(frame)))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def window(self, start: float, end: float) -> Sequence[Sample]:
+        return [s for s in list(self.samples) if start <= s[0] <= end]
+
+
+class LoopLagMonitor:
+    """Records the loop's lag into a histogram; optionally attributes stalls."""
+
+    def __init__(self, observe: Callable[[float], None], profile_path: str = "") -> None:
+        self._observe = observe
+        self._profile_path = profile_path
+        self.report = StallReport()
+        self._sampler: _Sampler | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._profile_path:
+            self._sampler = _Sampler(threading.get_ident())
+            self._sampler.start()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._due = time.perf_counter() + INTERVAL_SECONDS
+        self._handle = self._loop.call_later(INTERVAL_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        lag = max(0.0, now - self._due)
+        self._observe(lag)
+        if lag > STALL_SECONDS and self._sampler is not None:
+            start = self._due
+            attribute(self.report, start, now, self._sampler.window(start, now))
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._sampler is not None:
+            self._sampler.stop()
+            Path(self._profile_path).write_bytes(
+                orjson.dumps(self.report.as_json(), option=orjson.OPT_INDENT_2)
+            )

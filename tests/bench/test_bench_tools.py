@@ -1,0 +1,49 @@
+"""The benchmark's pure helpers: PIN parsing and the loop-lag window."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import looplag
+from bench.pinning import Pin, parse_pin
+
+TEXT = """# HELP coderoom_gateway_loop_lag_seconds lag
+# TYPE coderoom_gateway_loop_lag_seconds histogram
+coderoom_gateway_loop_lag_seconds_bucket{{le="0.001"}} {a}
+coderoom_gateway_loop_lag_seconds_bucket{{le="0.005"}} {b}
+coderoom_gateway_loop_lag_seconds_bucket{{le="0.05"}} {c}
+coderoom_gateway_loop_lag_seconds_bucket{{le="+Inf"}} {c}
+coderoom_gateway_loop_lag_seconds_count {c}
+coderoom_gateway_loop_lag_seconds_sum 0.1
+"""
+
+
+def test_parse_pin() -> None:
+    assert parse_pin(None) is None and parse_pin("") is None
+    assert parse_pin("0:1") == Pin("0", "1")
+    assert parse_pin("0,2-3:1") == Pin("0,2-3", "1")
+    assert Pin("0", "1").loadgen_argv(["node", "x"]) == ["taskset", "-c", "1", "node", "x"]
+    for bad in ("0", "0:", ":1", "a:1", "0;1"):
+        with pytest.raises(ValueError, match="PIN"):
+            parse_pin(bad)
+
+
+def test_lag_window_over_two_gateways() -> None:
+    before = [looplag.buckets(TEXT.format(a=10, b=10, c=10))] * 2
+    after = [
+        looplag.buckets(TEXT.format(a=100, b=109, c=110)),  # 90 fast, 9 < 5 ms, 1 slow
+        looplag.buckets(TEXT.format(a=110, b=110, c=110)),  # 100 fast
+    ]
+    s = looplag.summary(before, after)
+    assert s["samples"] == 200
+    assert s["p50"] == 0.001
+    assert s["p99"] == 0.005
+    assert s["over5ms"] == 1
+    assert looplag.percentile(looplag.window(before, after), 1.0) == 0.05
+    assert looplag.window(before, after)[math.inf] == 200
+
+
+def test_no_histogram_no_figure() -> None:
+    assert looplag.summary([{}], [{}])["p99"] is None
