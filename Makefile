@@ -5,6 +5,9 @@ SHELL := /bin/bash
 # uv: the one on PATH, else the user install pip puts in ~/.local/bin.
 UV = $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
+# The embedded MongoDB and Redis stand-ins (pyproject's `embedded` extra): for `run` and
+# the tests on one machine, never in the production image.
+DEV = --frozen --extra embedded
 
 .PHONY: help run test test-quick lint format uv sync
 help: ## list targets
@@ -16,32 +19,33 @@ uv: ## install uv when missing
 		|| pip install --quiet uv
 
 sync: uv ## install the locked dependencies into .venv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync $(DEV) --quiet
 
 run: sync ## the whole system on this machine (UI+REST :8000, gateways :8001 :8002)
-	$(UV) run --frozen coderoom run
+	$(UV) run $(DEV) coderoom run
 
-test: sync ## every test, slow ones included
-	$(UV) run --frozen pytest
+test: sync ## every test, slow ones included (PYTEST_ARGS="..." for more options)
+	$(UV) run $(DEV) pytest $(PYTEST_ARGS)
 
 test-quick: sync ## tests not marked slow, in parallel
-	$(UV) run --frozen pytest -m "not slow" -n auto
+	$(UV) run $(DEV) pytest -m "not slow" -n auto
 
-lint: sync ## ruff, ruff format --check, mypy --strict
-	$(UV) run --frozen ruff check .
-	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy
+lint: sync ## ruff, ruff format --check, mypy --strict, import contracts (lint-imports)
+	$(UV) run $(DEV) ruff check .
+	$(UV) run $(DEV) ruff format --check .
+	$(UV) run $(DEV) mypy
+	$(UV) run $(DEV) lint-imports
 
 format: sync ## ruff format + autofix
-	$(UV) run --frozen ruff format .
-	$(UV) run --frozen ruff check --fix .
+	$(UV) run $(DEV) ruff format .
+	$(UV) run $(DEV) ruff check --fix .
 
 # --- benchmarks (bench/README.md) ---
 .PHONY: bench bench-compare
 bench: ## coderoom benchmark into docs/bench/<date>/ (SCENARIOS=..., QUICK=1)
-	uv run python -m bench
+	$(UV) run $(DEV) python -m bench
 bench-compare: ## coderoom side by side with ../shared/peers (REPEAT=3, TARGETS=...)
-	uv run python -m bench --compare
+	$(UV) run $(DEV) python -m bench --compare
 
 # --- browser bundle (docs/web.md) ---
 .PHONY: web

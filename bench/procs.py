@@ -1,4 +1,4 @@
-"""Processes the bench starts: free ports, logs in one folder, stopped by PID.
+"""Processes the bench starts: logs in one folder, stopped by PID (ports: services.ports).
 
 Every process is started in its own session (process group = its PID), recorded in a
 `Procs` registry and stopped by that id (SIGTERM to the group, then SIGKILL after a
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,18 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+from services.ports import listening
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
@@ -105,7 +93,7 @@ class Proc:
         )
 
     def wait_port(self, port: int, timeout: float = 20.0) -> None:
-        self.wait_until(lambda: port_open(port), f"port {port}", timeout)
+        self.wait_until(lambda: listening(port, timeout=0.2), f"port {port}", timeout)
 
     def stop(self, grace: float = 8.0) -> None:
         if self.alive():

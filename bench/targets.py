@@ -17,7 +17,9 @@ from pathlib import Path
 
 import redis
 
-from bench.procs import Proc, Procs, free_port, http_get
+from bench.procs import Proc, Procs, http_get
+from services.embedded import redis_server_argv
+from services.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_NAMES = ("socketio", "hocuspocus", "ywebsocket")
@@ -42,14 +44,9 @@ class RedisServer:
 
     def __init__(self, procs: Procs) -> None:
         self.port = free_port()
-        self.proc: Proc = procs.start(
-            "redis",
-            [
-                shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
-            ],
-        )  # fmt: skip
+        executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = redis_server_argv(executable, self.port, procs.logs / "redis-data")
+        self.proc: Proc = procs.start("redis", argv)
         self.proc.wait_port(self.port)
         self.client = redis.Redis(port=self.port, socket_timeout=10)
 

@@ -177,7 +177,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_mongo(args: argparse.Namespace) -> int:
-    from services.embedded import serve_mongo
+    from services.embedded import missing, serve_mongo
+
+    if why := missing("mongoeco"):
+        raise CliError(why)
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(serve_mongo(Path(args.data), args.host, args.port))
@@ -185,7 +188,10 @@ def cmd_mongo(args: argparse.Namespace) -> int:
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
-    from services.embedded import serve_fake_redis
+    from services.embedded import missing, serve_fake_redis
+
+    if why := missing("fakeredis"):
+        raise CliError(why)
 
     serve_fake_redis(args.host, args.port)
     return 0

@@ -4,9 +4,15 @@ Starts, in order: MongoDB (the embedded wire server, unless MONGODB_URL is set),
 (`redis-server` if on PATH, else fakeredis; unless REDIS_URL is set), the seed, the api
 and the gateways, each as a child process in its own process group whose output is
 prefixed with its name. Ctrl-C or SIGTERM stops them in reverse order (gateways, api,
-redis, mongo): SIGTERM, a deadline, then SIGKILL. A child that dies on its own stops
-everything, and the exit status is then 1. Should the supervisor itself be killed
+redis, mongo): SIGTERM, a deadline, then SIGKILL. Should the supervisor itself be killed
 (SIGKILL), every child gets SIGTERM from the kernel (Linux's parent-death signal).
+
+Like Kubernetes with its pods, the supervisor keeps the api and the gateways running: one
+that dies once everything is up is started again (a gateway with a new GATEWAY_ID, as a
+new pod would be) after a backoff that doubles with each recent death, and a line says
+why it died; the others keep serving. A service that dies too often is in a crash loop
+(services/restarts.py: 5 deaths within 60 s): everything stops and the exit status is
+1, as it is when MongoDB or Redis dies or anything dies during the start.
 
 Ports and paths: --api-port/API_PORT (8000), --gateway-ports/GATEWAY_PORTS
 (8001,8002), --mongo-port/MONGO_PORT (27018), --redis-port/REDIS_PORT (6399),
@@ -21,19 +27,19 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import importlib.util
 import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.embedded import redis_server_argv
+from services.embedded import missing, redis_server_argv
+from services.ports import free_port, port_free
+from services.restarts import Deaths, exit_reason
 
 STOP_TIMEOUT = 10.0  # seconds each group of children gets to exit after SIGTERM
 START_TIMEOUT = 60.0  # seconds for every dependency and service to become ready
@@ -62,24 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _say(line: str) -> None:
     sys.stdout.write(f"{'run':<6} | {line}\n")
     sys.stdout.flush()
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As servers bind: connections of a previous run in TIME_WAIT do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def http_ok(port: int, path: str, wait: float = 1.0) -> bool:
@@ -129,13 +117,29 @@ class Child:
 
 
 @dataclass
+class Service:
+    """A child the supervisor keeps running (the api, a gateway)."""
+
+    name: str
+    argv: list[str]
+    env: Callable[[], dict[str, str]]  # called for each start: a restart may differ
+    child: Child | None = None
+    deaths: Deaths = field(default_factory=Deaths)
+
+
+@dataclass
 class Supervisor:
     args: argparse.Namespace
     children: list[Child] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    up: bool = False  # everything started: from now on a service that dies is restarted
     failure: str | None = None
     hurry: bool = False
+    # Held while a restart spawns and while shutdown begins, so a restart never starts a
+    # child that shutdown has already passed by.
+    spawning: asyncio.Lock = field(default_factory=asyncio.Lock)
+    keepers: list[asyncio.Task[None]] = field(default_factory=list)
 
     # --- children -----------------------------------------------------------------
 
@@ -154,14 +158,61 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def _fail(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
+        self.stop.set()
+
     def watch(self, child: Child) -> None:
+        """A dependency (MongoDB, Redis): its death stops everything."""
+
         async def watcher() -> None:
             code = await child.proc.wait()
             if not self.stopping:
-                self.failure = f"{child.name} exited unexpectedly (status {code})"
-                self.stop.set()
+                self._fail(f"{child.name} exited unexpectedly ({exit_reason(code)})")
 
         child.watch = asyncio.create_task(watcher())
+
+    async def keep(self, service: Service) -> Child:
+        """Start a service and keep it running (see the module's docstring)."""
+        service.child = await self.spawn(service.name, service.argv, service.env())
+        self.keepers.append(asyncio.create_task(self._keep(service), name=service.name))
+        return service.child
+
+    async def _keep(self, service: Service) -> None:
+        loop = asyncio.get_running_loop()
+        while service.child is not None:
+            code = await service.child.proc.wait()
+            if self.stopping:
+                return
+            reason = exit_reason(code)
+            if not self.up:  # it would only die again: report it as a failed start
+                self._fail(f"{service.name} exited during start ({reason})")
+                return
+            recent = service.deaths.record(loop.time())
+            if service.deaths.crash_loop:
+                self._fail(
+                    f"{service.name} died {recent} times within {service.deaths.window:.0f}s "
+                    f"(last: {reason}), a crash loop"
+                )
+                return
+            delay = service.deaths.backoff
+            _say(
+                f"{service.name} died ({reason}); restarting it in {delay:.1f}s "
+                f"(death {recent} of {service.deaths.limit} allowed within "
+                f"{service.deaths.window:.0f}s)"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            async with self.spawning:
+                if self.stopping or self.stop.is_set():
+                    return
+                old = service.child
+                service.child = await self.spawn(service.name, service.argv, service.env())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.pump, timeout=2)  # its last lines, then forget it
+            self.children.remove(old)
+            _say(f"{service.name} restarted (pid {service.child.proc.pid})")
 
     async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -197,7 +248,11 @@ class Supervisor:
             await asyncio.wait(pending)
 
     async def shutdown(self) -> None:
-        self.stopping = True
+        async with self.spawning:
+            self.stopping = True
+        for keeper in self.keepers:
+            keeper.cancel()
+        await asyncio.gather(*self.keepers, return_exceptions=True)
         order = ["gw-", "api", "seed", "redis", "mongo"]
         for head in order:
             await self._stop_group([c for c in self.children if c.name.startswith(head)])
@@ -228,16 +283,15 @@ class Supervisor:
         data = Path(args.data)  # made absolute by run()
         python = [sys.executable, "-m", "services.cli"]
         gateway_ports = [int(p) for p in str(args.gateway_ports).split(",") if p.strip()]
-        if importlib.util.find_spec("services.gateway.app") is None and gateway_ports:
-            _say("services/gateway/app.py does not exist yet: starting without gateways")
-            gateway_ports = []
         for port in [args.api_port, *gateway_ports]:
             if not port_free(port):
                 raise StartupError(f"port {port} is already in use")
         notes: list[str] = []
 
         if "MONGODB_URL" not in env:
-            port = args.mongo_port if port_free(args.mongo_port) else _free_port()
+            if why := missing("mongoeco"):
+                raise StartupError(f"{why}; or set MONGODB_URL")
+            port = args.mongo_port if port_free(args.mongo_port) else free_port()
             mongo = await self.spawn(
                 "mongo", [*python, "mongo", "--data", str(data / "mongo"), "--port", str(port)], env
             )
@@ -249,12 +303,14 @@ class Supervisor:
             notes.append(f"MongoDB     {env['MONGODB_URL']}")
 
         if "REDIS_URL" not in env:
-            port = args.redis_port if port_free(args.redis_port) else _free_port()
+            port = args.redis_port if port_free(args.redis_port) else free_port()
             server = shutil.which("redis-server")
             if server:
                 argv = redis_server_argv(server, port, data / "redis")
                 kind = "redis-server"
             else:
+                if why := missing("fakeredis"):
+                    raise StartupError(f"redis-server is not on PATH and {why}; or set REDIS_URL")
                 argv = [*python, "redis", "--port", str(port)]
                 kind = "fakeredis"
             redis = await self.spawn("redis", argv, env)
@@ -285,14 +341,20 @@ class Supervisor:
         )
         env.setdefault("GATEWAY_URLS", ",".join(gateway_urls))
 
+        def gateway_env(index: int, port: int) -> dict[str, str]:
+            # A new id at each start, as a new pod gets: the members of the dead process
+            # are reaped under its own id, never mistaken for the new one's.
+            return {**env, "PORT": str(port), "GATEWAY_ID": f"gw-{index}-{secrets.token_hex(2)}"}
+
         gateways = []
         for index, port in enumerate(gateway_ports, start=1):
-            gw_env = {**env, "PORT": str(port), "GATEWAY_ID": f"gw-{index}-{secrets.token_hex(2)}"}
-            gw = await self.spawn(f"gw-{index}", [*python, "gateway"], gw_env)
-            self.watch(gw)
-            gateways.append((gw, port))
-        api = await self.spawn("api", [*python, "api"], {**env, "PORT": str(args.api_port)})
-        self.watch(api)
+            service = Service(
+                f"gw-{index}", [*python, "gateway"], functools.partial(gateway_env, index, port)
+            )
+            gateways.append((await self.keep(service), port))
+        api = await self.keep(
+            Service("api", [*python, "api"], lambda: {**env, "PORT": str(args.api_port)})
+        )
 
         await asyncio.gather(
             self._until("api", api, lambda: http_ok(args.api_port, "/healthz")),
@@ -328,6 +390,7 @@ class Supervisor:
         stopped = asyncio.create_task(self.stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if startup.done() and startup.exception() is None:
+            self.up = True
             _say("coderoom is up:")
             for line in startup.result():
                 _say("  " + line)

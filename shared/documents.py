@@ -51,6 +51,14 @@ Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE)]
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 Code = Annotated[str, Field(max_length=MAX_CODE)]
+MIN_RUN_TIMEOUT = 1
+MAX_RUN_TIMEOUT = 60
+# Wall-clock limit of a run of the block's code in the browser (seconds); None: the
+# browser's default (5 s). JSON name runTimeoutSeconds.
+RunTimeout = Annotated[
+    float | None,
+    Field(strict=True, ge=MIN_RUN_TIMEOUT, le=MAX_RUN_TIMEOUT, alias="runTimeoutSeconds"),
+]
 
 
 def utcnow() -> datetime:
@@ -62,7 +70,7 @@ def utcnow() -> datetime:
 class BlockSpec(BaseModel):
     """The writable fields of a code block; unknown fields are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     title: Title
     slug: Slug
@@ -70,12 +78,13 @@ class BlockSpec(BaseModel):
     description: Description = ""
     template: Code = ""
     solution: Code = ""
+    run_timeout_seconds: RunTimeout = None
 
 
 class BlockPatch(BaseModel):
     """A partial update of a code block: only the fields given are changed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     title: Title | None = None
     slug: Slug | None = None
@@ -83,6 +92,7 @@ class BlockPatch(BaseModel):
     description: Description | None = None
     template: Code | None = None
     solution: Code | None = None
+    run_timeout_seconds: RunTimeout = None  # null: back to the default
 
 
 class CodeBlock(Document):
@@ -94,6 +104,7 @@ class CodeBlock(Document):
     description: Description = ""
     template: Code = ""
     solution: Code = ""
+    run_timeout_seconds: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -113,6 +124,7 @@ class CodeBlock(Document):
             description=self.description,
             template=self.template,
             solution=self.solution,
+            run_timeout_seconds=self.run_timeout_seconds,
         )
 
 

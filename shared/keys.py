@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+ARCHIVE_GROUP = "archivers"
+"""Consumer group of the archive queue (one consumer per gateway id)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RoomKeys:
@@ -21,6 +24,7 @@ class RoomKeys:
     doc: str  # string: snapshot (a Yjs update holding the state at snap_seq)
     channel: str  # pub/sub channel of the room
     tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
+    runs: str  # list: the last runs shared in the room (not one of the scripts' KEYS)
 
     def as_list(self) -> list[str]:
         return [self.state, self.members, self.log, self.doc, self.channel, self.tomb]
@@ -43,6 +47,7 @@ class Keys:
             doc=f"{tag}:doc",
             channel=f"{tag}:ch",
             tomb=f"{tag}:closed",
+            runs=f"{tag}:runs",
         )
 
     @property
@@ -73,6 +78,30 @@ class Keys:
         """Pub/sub channel nobody publishes on: the subscriber's own, so its connection is
         in subscribe mode (and confirmed) even when the gateway serves no room."""
         return f"{self.prefix}:relay:hello"
+
+    def block_copy(self, block_id: str) -> str:
+        """String (short TTL): a copy of a block's template and solution for room opens.
+
+        Next to the room's keys (same hash tag), never touched by the room scripts."""
+        return f"{self.prefix}:{{room:{block_id}}}:block"
+
+    @property
+    def blocks_generation(self) -> str:
+        """Counter bumped by every admin write of a code block (api caches compare it)."""
+        return f"{self.prefix}:blocks:gen"
+
+    @property
+    def archive_queue(self) -> str:
+        """Stream of closed sessions waiting for MongoDB (consumer group `ARCHIVE_GROUP`).
+
+        The fixed hash tag ``{archive}`` keeps it and `archive_refused` in one cluster
+        slot, so the enqueue script and every stream command stay single-slot."""
+        return f"{self.prefix}:{{archive}}:queue"
+
+    @property
+    def archive_refused(self) -> str:
+        """Counter of records refused because the archive queue was full."""
+        return f"{self.prefix}:{{archive}}:refused"
 
     @lru_cache(maxsize=16384)  # noqa: B019 - as room(): Keys live as long as the process
     def room_from_channel(self, channel: str) -> str | None:

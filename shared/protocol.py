@@ -127,8 +127,12 @@ _CONTROL = bytes([MessageType.CONTROL])
 
 def control(event: dict[str, Any]) -> bytes:
     """A control event frame: type 100 + varString(JSON), length in UTF-8 bytes."""
-    body = orjson.dumps(event)
-    return _CONTROL + encode_var_bytes(body)
+    return control_frame(orjson.dumps(event))
+
+
+def control_frame(event_json: bytes) -> bytes:
+    """A control event frame around an event already encoded as JSON (a relayed run)."""
+    return _CONTROL + encode_var_bytes(event_json)
 
 
 def decode_control(frame: bytes) -> dict[str, Any]:
@@ -179,6 +183,9 @@ def presence(*, mentor: bool, students: int, watchers: int) -> bytes:
 
 
 SOLVED = control({"type": "solved"})
+# Sent by the keepalive loop once per KEEPALIVE_SECONDS: a browser cannot see pings,
+# so this is how it tells a live but quiet gateway from a silent connection.
+HEARTBEAT = control({"type": "heartbeat"})
 
 
 def room_closed(reason: str) -> bytes:

@@ -66,6 +66,24 @@ class Settings(BaseSettings):
         "(e.g. ws://127.0.0.1:8001/ws/rooms); empty means same origin /ws/rooms.",
     )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest accepted request body.")
+    block_list_fresh_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="The api serves its cached block list and blocks this long "
+        "(unless an admin write bumps the generation first).",
+    )
+    block_list_stale_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Oldest cached copy the api serves (X-Cache: stale) while MongoDB is "
+        "slow or down; 0 = never serve stale.",
+    )
+    block_list_wait_ms: int = Field(
+        300,
+        ge=0,
+        le=60000,
+        description="How long a request waits for a reload before a stale copy is served.",
+    )
 
     # --- gateway --------------------------------------------------------------------
     gateway_id: str = Field(
@@ -95,9 +113,35 @@ class Settings(BaseSettings):
         description="Heartbeat age after which a gateway is reaped (its members removed).",
     )
     keepalive_seconds: float = Field(
-        30.0, gt=0, le=600, description="Ping interval; a socket that misses a ping is closed."
+        3.0,
+        gt=0,
+        le=600,
+        description="Heartbeat and ping interval per socket (clients expect a frame this often).",
     )
-    block_cache_seconds: float = Field(30.0, ge=0, description="How long a block is cached.")
+    keepalive_timeout_seconds: float = Field(
+        2.0, gt=0, le=600, description="A socket that does not answer a ping this soon is closed."
+    )
+    block_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a gateway keeps a block in memory, and its copy in Redis lives.",
+    )
+    archive_queue_max: int = Field(
+        100000,
+        ge=10,
+        description="Closed sessions the archive queue holds at most; beyond, a record "
+        "is refused and logged in full (the stream is never trimmed).",
+    )
+    archive_batch: int = Field(
+        100, ge=1, le=5000, description="Sessions written to MongoDB per archive batch."
+    )
+    archive_claim_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Pending archive entries idle this long are claimed by another "
+        "drainer (their reader is presumed dead).",
+    )
     max_frame_bytes: int = Field(262144, ge=1024, description="Largest websocket frame.")
     max_doc_bytes: int = Field(1048576, ge=4096, description="Largest room document.")
     max_updates_per_second: float = Field(50.0, gt=0, description="Per-connection rate.")

@@ -11,6 +11,8 @@ Processes (each a `ManagedProcess`: ``.pid``, ``.alive``, ``.stop(sig, timeout)`
 ``.kill()``, ``.log_path``, ``.log_text()``; each runs in its own process group)
     `RedisServer(tmp_dir)` a real ``redis-server`` without persistence; ``.url``,
         ``.port``, ``.restart()`` (same port), ``.client()``.
+    `EmbeddedRedis(tmp_dir)` ``coderoom redis`` (fakeredis over TCP, what ``make run``
+        uses without a redis-server); ``.url``, ``.port``.
     `EmbeddedMongo(tmp_dir)` ``coderoom mongo`` (mongoeco wire server over SQLite);
         ``.url``, ``.restart()``, ``.new_db_name()``. When the env var ``MONGODB_URL`` is
         set, no process is started and that server is used instead (``.external``);
@@ -20,10 +22,22 @@ Processes (each a `ManagedProcess`: ``.pid``, ``.alive``, ``.stop(sig, timeout)`
         ``.ws_url``, ``.get(path)``. Its environment holds none of the developer's
         coderoom variables: only what the test passes (`child_env`).
     `Fleet(tmp_dir, gateways=2)` redis + mongo (own, or shared ones passed in) + api +
-        N gateways; ``.api``, ``.gateways``, ``.env``, ``.stop()``.
+        N gateways; ``.api``, ``.gateways``, ``.env``, ``.keys`` (its Redis keys, from
+        `shared.keys`), ``.new_block(**fields)``, ``.stop()``.
 
 Every process started here is also registered, and `kill_all()` (called at session end
 and at interpreter exit) kills whatever a failing test left behind.
+
+Data
+    `make_block(**fields)` a valid block body; `create_block(api_url, admin_token,
+    **fields)` POSTs one and returns it with its ``id``; `seed_blocks()`.
+    `parse_metrics(text)` / `scrape(base_url)`: Prometheus text (or a service's
+    ``/metrics``) as ``{'name{label="v"}': value}``, by prometheus_client's parser.
+
+Tools
+    `tool_missing(why)` for a test that needs a tool (Node, Chromium, nginx): a skip on a
+    developer's machine, a failure under CI (the env var ``CI`` set), where ``.ci/run``
+    installs every tool. `CHROMIUM_NAMES` are the names ``.ci/run`` accepts too.
 """
 
 from __future__ import annotations
@@ -42,10 +56,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import httpx
+import pytest
 import yaml
+
+from shared.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_FILE = ROOT / "seeds" / "blocks.yaml"
@@ -104,6 +121,35 @@ async def await_until[T](
         if time.monotonic() > deadline:
             raise TimeoutError(f"{message} not met within {scaled(within):.1f}s") from last
         await asyncio.sleep(interval)
+
+
+# --- tools --------------------------------------------------------------------------------
+
+# The browser's names, in the order .ci/run looks for them.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    """True when the env var ``CI`` is set (to anything but "", "0" or "false")."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def tool_missing(why: str) -> NoReturn:
+    """Skip a test whose tool is missing; under CI, fail it (.ci/run installs the tools)."""
+    if in_ci():
+        pytest.fail(f"{why} (CI is set: .ci/run should have installed it)", pytrace=False)
+    pytest.skip(why)
+
+
+def find_chromium() -> str | None:
+    """``$CHROMIUM``, else the first of `CHROMIUM_NAMES` on PATH (or as a path)."""
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 # --- names and ports ----------------------------------------------------------------------
@@ -318,6 +364,35 @@ class RedisServer(ManagedProcess):
         import redis
 
         return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+class EmbeddedRedis(ManagedProcess):
+    """``coderoom redis``: the fakeredis stand-in over TCP, on a free loopback port."""
+
+    name = "fakeredis"
+
+    def __init__(self, tmp_dir: Path, port: int | None = None) -> None:
+        super().__init__(tmp_dir / "fakeredis.log")
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> Self:
+        argv = [sys.executable, "-m", "services.cli", "redis", "--port", str(self.port)]
+        self._spawn(argv, child_env())
+
+        def up() -> bool:
+            if not self.alive:
+                raise self._failed(f"exited with status {self.returncode}")
+            return port_listening(self.port)
+
+        try:
+            wait_until(up, timeout, message=f"fakeredis on port {self.port}")
+        except TimeoutError:
+            raise self._failed("did not listen") from None
+        return self
 
 
 class EmbeddedMongo(ManagedProcess):
@@ -538,6 +613,16 @@ class Fleet:
         if self.owns_mongo:
             self.mongo.stop()
 
+    @property
+    def keys(self) -> Keys:
+        """The fleet's Redis keys (its REDIS_PREFIX), from `shared.keys`."""
+        return Keys(self.env["REDIS_PREFIX"])
+
+    def new_block(self, **fields: Any) -> dict[str, Any]:
+        """Create a block (`make_block(**fields)`) through the api; the body with its id."""
+        assert self.api is not None, "this fleet has no api"
+        return create_block(self.api.url, self.env["ADMIN_TOKEN"], **fields)
+
     def pids(self) -> list[int]:
         procs: Iterable[ManagedProcess] = [*self.services, self.redis, self.mongo]
         return [p.pid for p in procs if p.popen is not None]
@@ -571,3 +656,39 @@ def make_block(**overrides: Any) -> dict[str, Any]:
     }
     block.update(overrides)
     return block
+
+
+def create_block(api_url: str, admin_token: str, **fields: Any) -> dict[str, Any]:
+    """POST `make_block(**fields)` to the api at `api_url`; the body with its ``id``."""
+    body = make_block(**fields)
+    response = httpx.post(
+        api_url + "/api/code-blocks",
+        json=body,
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=scaled(10),
+    )
+    assert response.status_code == 201, response.text
+    return {**body, "id": response.json()["id"]}
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as ``{'name{label="v",...}': value}`` (labels sorted by name, as
+    prometheus_client writes them; no braces without labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    """GET ``base_url/metrics`` and `parse_metrics` it."""
+    response = httpx.get(base_url + "/metrics", timeout=scaled(5))
+    response.raise_for_status()
+    return parse_metrics(response.text)

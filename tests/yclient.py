@@ -2,13 +2,14 @@
 
 Speaks the room socket as any y-websocket client does (sync step 1/2, updates,
 awareness) and records coderoom's control events and the close code. Used by the
-gateway, fleet and hardening tests; wait on conditions with ``wait_for``.
+gateway, fleet and hardening tests; wait on conditions with ``wait_for``; ``join`` and
+``close_all`` open and close several at once. ``text_doc`` and ``text_update`` build the
+Yjs documents and updates tests send by hand (the ``code`` Text, as the rooms use).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from shared import protocol
 from shared.protocol import MessageType, SyncType
 from shared.ywire import encode_awareness_update, read_var_uint
-
-TIME_FACTOR = float(os.environ.get("CODEROOM_TIME_FACTOR", "1"))
+from tests.infra import await_until, scaled
 
 
 class RoomClient:
@@ -36,6 +36,7 @@ class RoomClient:
         origin: str | None = None,
         name: str = "",
         fallbacks: list[str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # With fallbacks, a close with a "reconnect" code (or a dropped connection)
@@ -51,6 +52,7 @@ class RoomClient:
         self.client_id = client_id
         self.token = token
         self.origin = origin
+        self.headers = dict(headers or {})  # extra handshake headers
         self.name = name
         self.doc: Doc[Text] = Doc()
         self.text = self.doc.get("code", type=Text)
@@ -82,12 +84,12 @@ class RoomClient:
         self.closed.clear()
         self._dropped.clear()
         self.close_code = None
-        headers = {"Origin": self.origin} if self.origin else None
+        headers = {**self.headers, **({"Origin": self.origin} if self.origin else {})}
         self.ws = await connect(
             self.url,
-            additional_headers=headers,
+            additional_headers=headers or None,
             max_size=None,
-            open_timeout=timeout,
+            open_timeout=scaled(timeout),
             compression=None,
         )
         self._task = asyncio.create_task(self._reader(self.ws))
@@ -234,10 +236,9 @@ class RoomClient:
 
     @property
     def role(self) -> str | None:
-        for event in self.events:
-            if event["type"] == "welcome":
-                return str(event["role"])
-        return None
+        """The role of the latest ``welcome`` (a reconnect brings a new one)."""
+        welcome = self.last("welcome")
+        return None if welcome is None else str(welcome["role"])
 
     def last(self, kind: str) -> dict[str, Any] | None:
         for event in reversed(self.events):
@@ -253,9 +254,37 @@ class RoomClient:
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` (scaled) seconds."""
-    deadline = time.monotonic() + timeout * TIME_FACTOR
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout * TIME_FACTOR:.1f}s")
-        await asyncio.sleep(0.01)
+    """Poll ``predicate`` until true; fail after ``scaled(timeout)`` seconds."""
+    await await_until(predicate, timeout, interval=0.01)
+
+
+async def join(url: str, block_id: str, **options: Any) -> RoomClient:
+    """A `RoomClient` (``options`` as its constructor's), connected and synced."""
+    return await RoomClient(url, block_id, **options).connect()
+
+
+async def close_all(*clients: RoomClient) -> None:
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+def text_doc(text: str = "", client_id: int | None = None) -> Doc[Text]:
+    """A document whose ``code`` Text holds `text`, written by Yjs client `client_id`."""
+    doc: Doc[Text] = Doc() if client_id is None else Doc(client_id=client_id)
+    if text:
+        doc.get("code", type=Text).insert(0, text)
+    return doc
+
+
+def text_update(
+    text: str, client_id: int | None = None, *, base: bytes | None = None, at: int = 0
+) -> bytes:
+    """A Yjs update inserting `text` at `at` into ``code``: standalone, or, on top of the
+    document `base` (an update), only the change."""
+    doc = text_doc(client_id=client_id)
+    if base is None:
+        doc.get("code", type=Text).insert(at, text)
+        return doc.get_update()
+    doc.apply_update(base)
+    before = doc.get_state()
+    doc.get("code", type=Text).insert(at, text)
+    return doc.get_update(before)

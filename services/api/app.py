@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from services.api.block_cache import BlockCache
 from services.api.deps import Deps, make_redis
 from services.api.errors import HANDLERS
 from services.api.metrics import ApiMetrics, MetricsMiddleware
@@ -41,8 +42,13 @@ def create_app(settings: Settings) -> Starlette:
         client = mongo_client(settings, appname="coderoom-api")
         redis = make_redis(settings)
         gate = MongoGate(client, settings)
+        keys = Keys(settings.redis_prefix)
         app.state.deps = Deps(
-            settings=settings, mongo=gate, redis=redis, keys=Keys(settings.redis_prefix)
+            settings=settings,
+            mongo=gate,
+            redis=redis,
+            keys=keys,
+            blocks=BlockCache(redis, keys, settings),
         )
         gate.start()
         try:
@@ -59,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         *code_blocks.routes,
         *rooms.routes,
         *web_routes,
+        *web.fallback,
     ]
     metrics = ApiMetrics()
     app = Starlette(

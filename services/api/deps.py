@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.requests import Request
 
+from services.api.block_cache import BlockCache
 from shared.db import MongoGate, op_timeout
 from shared.keys import Keys
 from shared.settings import Settings
@@ -29,6 +30,7 @@ class Deps:
     mongo: MongoGate
     redis: Redis
     keys: Keys
+    blocks: BlockCache
 
     @asynccontextmanager
     async def mongo_op(self) -> AsyncIterator[None]:

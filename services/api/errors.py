@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.api.schemas import Error, ErrorDetail, ErrorInfo
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -60,13 +62,14 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     details: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "code": code or _CODES.get(status, "error"),
-        "message": message,
-    }
-    if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    body = Error(
+        error=ErrorInfo(
+            code=code or _CODES.get(status, "error"),
+            message=message,
+            details=None if details is None else [ErrorDetail(**d) for d in details],
+        )
+    )
+    return JSONResponse(body.body(), status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -1,18 +1,54 @@
-"""The api's OpenAPI 3.1 document, written by hand next to the routes it describes.
+"""The api's OpenAPI 3.1 document: the operations are written here, next to the routes
+they describe; every schema is generated from the pydantic models that build the
+responses (`shared.views`, `services.api.schemas`) and validate the bodies
+(`shared.documents`), so no field or limit is restated by hand.
 
-A test checks that every route of the app is described here and nothing else is.
-Routes added by the web UI (HTML pages) are described generically by `build_openapi`.
+A test checks that every route of the app is described here and nothing else is, and
+that real responses match their schemas. Routes added by the web UI (HTML pages) are
+described generically by `build_openapi`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
-from shared.documents import BLOCK_ID_PATTERN, LANGUAGES, SLUG_PATTERN, BlockPatch, BlockSpec
+from pydantic import BaseModel
+
+from services.api import schemas
+from shared import views
+from shared.documents import BLOCK_ID_PATTERN, BlockPatch, BlockSpec
 
 JSON = dict[str, Any]
-_OBJECT_ID = {"type": "string", "pattern": BLOCK_ID_PATTERN}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_REF = "#/components/schemas/{model}"
+
+# Component name -> (model, whether the schema describes what we send or what we read).
+COMPONENTS: dict[str, tuple[type[BaseModel], Literal["serialization", "validation"]]] = {
+    "Error": (schemas.Error, "serialization"),
+    "BlockSummary": (views.BlockSummary, "serialization"),
+    "Block": (views.Block, "serialization"),
+    "AdminBlock": (views.AdminBlock, "serialization"),
+    "BlockSpec": (BlockSpec, "validation"),
+    "BlockPatch": (BlockPatch, "validation"),
+    "RoomSession": (views.RoomSessionView, "serialization"),
+    "Rooms": (schemas.Rooms, "serialization"),
+    "Config": (schemas.Config, "serialization"),
+    "Health": (schemas.Health, "serialization"),
+    "Ready": (schemas.Ready, "serialization"),
+}
+
+
+@cache
+def component_schemas() -> JSON:
+    """Every schema of the document; nested models get components of their own."""
+    out: JSON = {}
+    for name, (model, mode) in COMPONENTS.items():
+        schema = model.model_json_schema(mode=mode, ref_template=_REF)
+        for nested, definition in schema.pop("$defs", {}).items():
+            assert out.get(nested, definition) == definition, f"two schemas named {nested}"
+            out[nested] = definition
+        out[name] = schema
+    return out
 
 
 def _ref(name: str) -> JSON:
@@ -30,154 +66,12 @@ def _error(description: str) -> JSON:
     return _json(_ref("Error"), description)
 
 
-_SUMMARY_PROPS: JSON = {
-    "id": _OBJECT_ID,
-    "slug": {"type": "string", "pattern": SLUG_PATTERN},
-    "title": {"type": "string", "minLength": 1, "maxLength": 200},
-    "language": {"type": "string", "enum": list(LANGUAGES)},
-    "description": {"type": "string", "maxLength": 2000},
-}
-_SUMMARY_REQUIRED = list(_SUMMARY_PROPS)
-_BLOCK_PROPS: JSON = {
-    **_SUMMARY_PROPS,
-    "template": {"type": "string", "maxLength": 65536},
-    "createdAt": _NULLABLE_TIME,
-    "updatedAt": _NULLABLE_TIME,
-}
-
-SCHEMAS: JSON = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "field": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            }
-        },
-    },
-    "BlockSummary": {
-        "type": "object",
-        "required": _SUMMARY_REQUIRED,
-        "additionalProperties": False,
-        "properties": _SUMMARY_PROPS,
-    },
-    "Block": {
-        "description": "A code block as a room shows it. Never carries the solution.",
-        "type": "object",
-        "required": [*_SUMMARY_REQUIRED, "template", "createdAt", "updatedAt"],
-        "additionalProperties": False,
-        "properties": _BLOCK_PROPS,
-    },
-    "AdminBlock": {
-        "description": "A code block as an operator sees it (admin responses only).",
-        "type": "object",
-        "required": [
-            *_SUMMARY_REQUIRED,
-            "template",
-            "solution",
-            "createdAt",
-            "updatedAt",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            **_BLOCK_PROPS,
-            "solution": {"type": "string", "maxLength": 65536},
-        },
-    },
-    "BlockSpec": BlockSpec.model_json_schema(),
-    "BlockPatch": BlockPatch.model_json_schema(),
-    "RoomSession": {
-        "type": "object",
-        "required": [
-            "id",
-            "blockId",
-            "sessionId",
-            "startedAt",
-            "endedAt",
-            "finalCode",
-            "solved",
-            "peakStudents",
-            "reason",
-        ],
-        "properties": {
-            "id": _OBJECT_ID,
-            "blockId": {"type": "string"},
-            "sessionId": {"type": "string"},
-            "startedAt": _NULLABLE_TIME,
-            "endedAt": _NULLABLE_TIME,
-            "finalCode": {"type": "string"},
-            "solved": {"type": "boolean"},
-            "peakStudents": {"type": "integer", "minimum": 0},
-            "reason": {"type": "string"},
-        },
-    },
-    "Rooms": {
-        "type": "object",
-        "required": ["rooms"],
-        "properties": {
-            "rooms": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["blockId", "mentor", "students", "watchers"],
-                    "properties": {
-                        "blockId": {"type": "string"},
-                        "mentor": {"type": "boolean"},
-                        "students": {"type": "integer", "minimum": 0},
-                        "watchers": {"type": "integer", "minimum": 0},
-                    },
-                },
-            }
-        },
-    },
-    "Config": {
-        "type": "object",
-        "required": ["gatewayUrls"],
-        "properties": {"gatewayUrls": {"type": "array", "items": {"type": "string"}}},
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}},
-    },
-    "Ready": {
-        "type": "object",
-        "required": ["status", "checks"],
-        "properties": {
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
-            "checks": {
-                "type": "object",
-                "required": ["mongodb", "redis"],
-                "properties": {
-                    "mongodb": {"type": "string"},
-                    "redis": {"type": "string"},
-                },
-            },
-        },
-    },
-}
-
 _ID_PARAM = {
     "name": "id",
     "in": "path",
     "required": True,
-    "description": "The block's ObjectId (24 hex digits); anything else is a 404.",
-    "schema": {"type": "string"},
+    "description": "The block's ObjectId (24 lower-case hex digits); anything else is a 404.",
+    "schema": {"type": "string", "pattern": BLOCK_ID_PATTERN},
 }
 _UNAVAILABLE = _error("MongoDB or Redis is unreachable.")
 _ADMIN: list[JSON] = [{"adminToken": []}]
@@ -298,7 +192,7 @@ PATHS: JSON = {
     "/api/config": {
         "get": {
             "operationId": "getConfig",
-            "summary": "Room-socket base URLs the browser may use (empty: same origin).",
+            "summary": "Room-socket base URLs (empty: same origin), limits, heartbeat interval.",
             "responses": {"200": _json(_ref("Config"), "Client configuration.")},
         }
     },
@@ -372,7 +266,7 @@ def build_openapi(html_paths: list[str] | None = None) -> JSON:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": component_schemas(),
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -30,6 +30,7 @@ from services.gateway.loader import RoomGone, RoomLoader
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
+from services.gateway.runs import RunRelay
 from services.gateway.store import RoomStore, now_ms
 from services.gateway.wire import presence_frame
 from services.gateway.ydoc import template_update
@@ -79,6 +80,7 @@ class Admission:
         delivery: Delivery,
         outbox: Outbox,
         closer: RoomCloser,
+        runs: RunRelay,
         metrics: GatewayMetrics,
     ) -> None:
         self._id = gateway_id
@@ -91,6 +93,7 @@ class Admission:
         self._delivery = delivery
         self._outbox = outbox
         self._closer = closer
+        self._runs = runs
         self._metrics = metrics
         self._member_seq = 0
         self._per_ip: dict[str, int] = {}
@@ -228,6 +231,7 @@ class Admission:
             counts = core.presence if fresher else joined.presence
             if counts is not None:
                 send(ws, presence_frame(counts))
+            self._runs.greet(block_id, joined.session, lambda frame: send(ws, frame))
             # What the join needed is not kept alive for the socket's whole life.
             del block, joined, counts, resume, token, claimed, client
             await self._frames.read(ws, handle, member_id)

@@ -25,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from services.gateway.admission import ROOM_PATH, Admission, AdmissionPolicy
 from services.gateway.archive import Archiver
+from services.gateway.archive_queue import ArchiveQueue, Drainer
 from services.gateway.background import Background
 from services.gateway.blocks import BlockSource
 from services.gateway.catchup import CatchUp
@@ -45,10 +46,12 @@ from services.gateway.relay import Relay, Subscriptions
 from services.gateway.resp import Endpoint
 from services.gateway.resync import Resync
 from services.gateway.room import Limits
+from services.gateway.runs import RunRelay
 from services.gateway.solved import SolvedChecks
 from services.gateway.store import RoomStore
 from services.gateway.writer import RedisWriter
-from shared.db import MongoGate, mongo_client
+from shared.db import MongoGate, mongo_client, op_timeout
+from shared.documents import RoomSession
 from shared.keys import Keys
 from shared.settings import Settings, load_settings
 
@@ -93,7 +96,20 @@ class Gateway:
         metrics = self.metrics
         self.background = background = Background()
         store = RoomStore(self.redis, keys)
-        self.archiver = Archiver(self.gate, settings)
+        archive_queue = ArchiveQueue(self.redis, keys, settings.archive_queue_max)
+        write_timeout = op_timeout(settings) * 4  # a batch is many documents
+        self.drainer = Drainer(
+            archive_queue,
+            gateway_id,
+            self._sessions,
+            batch=settings.archive_batch,
+            claim_idle_seconds=settings.archive_claim_idle_seconds,
+            write_timeout=write_timeout,
+            block_ms=min(1000, settings.redis_timeout_ms // 2),
+            stats=self.metrics.archive,
+        )
+        self.archiver = Archiver(archive_queue, self._sessions, write_timeout)
+        runs = RunRelay(self.redis, keys, background.spawn)
         subscriptions = Subscriptions()
         delivery = Delivery(settings.client_send_buffer_bytes, metrics, background)
         registry = RoomRegistry(keys, subscriptions, delivery, metrics)
@@ -150,16 +166,19 @@ class Gateway:
             gateway_id,
             AdmissionPolicy.from_settings(settings),
             store,
-            BlockSource(self.gate, settings),
+            BlockSource(self.gate, self.redis, keys, settings),
             RoomLoader(registry, store, limits, follower.on_loaded),
             registry,
-            FramePath(gateway_id, keys, delivery, outbox, metrics),
+            FramePath(gateway_id, keys, delivery, outbox, runs, metrics),
             delivery,
             outbox,
             closer,
+            runs,
             metrics,
         )
-        self.keepalive = Keepalive(settings.keepalive_seconds, registry, delivery)
+        self.keepalive = Keepalive(
+            settings.keepalive_seconds, settings.keepalive_timeout_seconds, registry, delivery
+        )
         self.housekeeper = Housekeeper(
             gateway_id,
             self.redis,
@@ -176,6 +195,10 @@ class Gateway:
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)
 
+    async def _sessions(self) -> object:
+        await self.gate.ensure()  # Beanie ready: the unique index on session_id exists
+        return RoomSession.get_pymongo_collection()
+
     # --- plain HTTP and the handshake ------------------------------------------------------
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -189,11 +212,13 @@ class Gateway:
                 problems.append("redis pub/sub disconnected")
             if not self.housekeeper.redis_ok:
                 problems.append("redis unavailable")
+            archive = self.metrics.archive.details()
             if problems:
                 return _json(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unready", "problems": problems}
+                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"status": "unready", "problems": problems, "archive": archive},
                 )
-            return _json(http.HTTPStatus.OK, {"status": "ready"})
+            return _json(http.HTTPStatus.OK, {"status": "ready", "archive": archive})
         if path == "/metrics":
             body = self.metrics.render()
             headers = Headers(
@@ -219,6 +244,7 @@ class Gateway:
         self.housekeeper.start()
         self._keepalive = asyncio.create_task(self.keepalive.run(), name="keepalive")
         self.gate.start()
+        self.drainer.start()
         s = self.settings
         # Every connection is a RoomConnection (create_connection below).
         handler = cast(Callable[[ServerConnection], Awaitable[None]], self.admission.handle)
@@ -245,6 +271,7 @@ class Gateway:
         except TimeoutError:
             log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
         await self.archiver.wait(2.0)
+        await self.drainer.stop()
         self._keepalive.cancel()
         await self.housekeeper.stop()
         await self.outbox.stop()

@@ -1,21 +1,42 @@
-"""Code blocks as the gateway needs them: template and solution, cached briefly.
+"""Code blocks as the gateway needs them: template and solution, cached at two levels.
 
-The gateway reads MongoDB only when a room is entered, never per keystroke. A block
-stays cached for ``BLOCK_CACHE_SECONDS`` so that a room keeps working (and people keep
-joining it) while MongoDB is briefly unreachable.
+The gateway reads a block only when a room is entered, never per keystroke. A block is
+kept in memory for ``BLOCK_CACHE_SECONDS`` (so a room keeps working, and people keep
+joining it, while MongoDB is briefly unreachable); behind that is a copy in Redis next
+to the room's keys, written by whoever read the block from MongoDB last (another
+gateway, the api). The misses of one event-loop tick are looked up together: one MGET,
+then one ``$in`` query for what Redis lacks, and a block being looked up is never looked
+up twice at once (single flight). A burst of room opens thus costs at most one MongoDB
+read per block, in batches (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
 from bson import ObjectId
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from shared.db import MongoGate, op_timeout
+from shared.db import (
+    BLOCK_COPY_MISSING_MS,
+    MongoGate,
+    decode_block_copy,
+    encode_block_copy,
+    op_timeout,
+)
 from shared.documents import CodeBlock, is_block_id
+from shared.keys import Keys
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_QUERY = 200
+MAX_CACHED = 10000
 
 
 class BlockUnavailable(Exception):
@@ -30,11 +51,17 @@ class Block:
 
 
 class BlockSource:
-    def __init__(self, gate: MongoGate, settings: Settings) -> None:
+    def __init__(self, gate: MongoGate, redis: Redis, keys: Keys, settings: Settings) -> None:
         self._gate = gate
+        self._redis = redis
+        self._keys = keys
         self._ttl = settings.block_cache_seconds
         self._timeout = op_timeout(settings)
         self._cache: dict[str, tuple[float, Block | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Block | None]] = {}
+        self._wanted: list[str] = []
+        self._lookups: set[asyncio.Task[None]] = set()
+        self.mongo_reads = 0  # blocks read from MongoDB (for tests and figures)
 
     @staticmethod
     def valid_id(block_id: str) -> bool:
@@ -44,20 +71,92 @@ class BlockSource:
         """The block, None if there is no such block; raises BlockUnavailable."""
         if not self.valid_id(block_id):
             return None
-        now = time.monotonic()
         cached = self._cache.get(block_id)
-        if cached is not None and now - cached[0] < self._ttl:
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
+        future = self._inflight.get(block_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[block_id] = future
+            self._wanted.append(block_id)
+            if len(self._wanted) == 1:  # first miss of this tick: look up after it
+                asyncio.get_running_loop().call_soon(self._look_up_wanted)
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._gate.ensure()
-                doc = await CodeBlock.get(ObjectId(block_id))
-        except Exception as exc:
+            return await asyncio.shield(future)
+        except BlockUnavailable:
             if cached is not None and cached[1] is not None:
                 return cached[1]  # stale but better than refusing a live room
-            raise BlockUnavailable(str(exc)) from exc
-        block = Block(block_id, doc.template, doc.solution) if doc is not None else None
-        if len(self._cache) > 10000:
+            raise
+
+    def _look_up_wanted(self) -> None:
+        wanted, self._wanted = self._wanted, []
+        for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
+            task = asyncio.create_task(self._look_up(wanted[start : start + MAX_IDS_PER_QUERY]))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    async def _look_up(self, ids: list[str]) -> None:
+        found: dict[str, Block | None] = {}
+        try:
+            found = await self._from_redis(ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                loaded = await self._from_mongo(missing)
+                found.update(loaded)
+                await self._copy_to_redis(loaded)
+            error: BaseException | None = None
+        except Exception as exc:
+            error = exc
+        now = time.monotonic()
+        if len(self._cache) > MAX_CACHED:
             self._cache.clear()
-        self._cache[block_id] = (now, block)
-        return block
+        for block_id in ids:
+            future = self._inflight.pop(block_id)
+            if block_id in found:
+                self._cache[block_id] = (now, found[block_id])
+                future.set_result(found[block_id])
+            else:
+                future.set_exception(BlockUnavailable(str(error)))
+                future.exception()  # retrieved: nobody may be waiting any more
+
+    async def _from_redis(self, ids: list[str]) -> dict[str, Block | None]:
+        try:
+            raws = await self._redis.mget([self._keys.block_copy(i) for i in ids])
+        except RedisError as exc:
+            log.warning("block copies unreadable (%s); asking MongoDB", exc)
+            return {}
+        out: dict[str, Block | None] = {}
+        for block_id, raw in zip(ids, raws, strict=True):
+            ok, parts = decode_block_copy(raw)
+            if ok:
+                out[block_id] = Block(block_id, *parts) if parts is not None else None
+        return out
+
+    async def _from_mongo(self, ids: list[str]) -> dict[str, Block | None]:
+        async with asyncio.timeout(self._timeout):
+            await self._gate.ensure()
+            cursor = CodeBlock.get_pymongo_collection().find(
+                {"_id": {"$in": [ObjectId(i) for i in ids]}},
+                {"template": 1, "solution": 1},
+            )
+            docs = await cursor.to_list()
+        self.mongo_reads += len(ids)
+        out: dict[str, Block | None] = dict.fromkeys(ids)
+        for doc in docs:
+            block_id = str(doc["_id"])
+            out[block_id] = Block(
+                block_id, str(doc.get("template", "")), str(doc.get("solution", ""))
+            )
+        return out
+
+    async def _copy_to_redis(self, blocks: dict[str, Block | None]) -> None:
+        ttl_ms = int(self._ttl * 1000)
+        if ttl_ms <= 0 or not blocks:
+            return
+        with contextlib.suppress(RedisError):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for block_id, block in blocks.items():
+                    parts = (block.template, block.solution) if block is not None else None
+                    px = ttl_ms if block is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
+                    pipe.set(self._keys.block_copy(block_id), encode_block_copy(parts), px=px)
+                await pipe.execute()

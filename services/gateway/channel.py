@@ -1,9 +1,10 @@
 """The room channel's messages: one codec for every message on a room's pub/sub channel.
 
 A message is a kind byte, then fields separated by NUL; the last field may hold any
-bytes (a Yjs update). The Lua scripts (``scripts.py``) publish ``U``, ``P``, ``S`` and
-``C`` in the same statement that changes the room, so the channel's order is the
-state's order; the gateway publishes ``A`` and ``Q`` itself (docs/redis.md):
+bytes (a Yjs update). The Lua scripts (``scripts.py``; ``runs.py`` for ``R``) publish
+``U``, ``P``, ``S``, ``C`` and ``R`` in the same statement that changes the room, so the
+channel's order is the state's order; the gateway publishes ``A`` and ``Q`` itself
+(docs/redis.md):
 
 =====  ==========================================  ===========================================
 kind   fields                                       meaning
@@ -14,6 +15,7 @@ kind   fields                                       meaning
 ``P``  version, mentor 0/1, students, watchers      member counts (``version`` orders them)
 ``S``  seq                                          the text matched the solution at ``seq``
 ``C``  session, reason                              the session closed
+``R``  run event (JSON)                             a member shared a run (``runs.py``)
 =====  ==========================================  ===========================================
 
 Pure: bytes in, values out, no I/O. ``decode`` raises ``ChannelError`` on anything else.
@@ -68,7 +70,12 @@ class SessionClosed:
     reason: str
 
 
-Message = LogEntry | Awareness | AwarenessQuery | Presence | Solved | SessionClosed
+@dataclass(frozen=True, slots=True)
+class RunShared:
+    event: bytes  # the ``run`` event's JSON, as members get it
+
+
+Message = LogEntry | Awareness | AwarenessQuery | Presence | Solved | SessionClosed | RunShared
 
 
 def encode_log_entry(origin: bytes, epoch: str, seq: int, update: bytes) -> bytes:
@@ -103,6 +110,10 @@ def encode_solved(seq: int) -> bytes:
 
 def encode_session_closed(session: str, reason: str) -> bytes:
     return b"C%s\x00%s" % (session.encode(), reason.encode())
+
+
+def encode_run(event: bytes) -> bytes:
+    return b"R" + event
 
 
 def _int(raw: bytes) -> int:
@@ -147,4 +158,6 @@ def decode(data: bytes) -> Message:
         if not sep:
             raise ChannelError("a close needs session and reason")
         return SessionClosed(_text(session), _text(reason))
+    if kind == b"R":
+        return RunShared(body)
     raise ChannelError(f"unknown kind {kind!r}")

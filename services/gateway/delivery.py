@@ -48,6 +48,10 @@ class Delivery:
         if sent:
             self._metrics.messages_out += sent
 
+    def send_framed(self, ws: RoomConnection, wire: bytes) -> None:
+        """Write a frame already encoded with ``ws_frame`` (one shared by many sockets)."""
+        self._write(ws, wire)
+
     def _write(self, ws: RoomConnection, wire: bytes) -> None:
         # Server frames are unmasked and we never fragment or compress, so one encoded
         # frame serves every socket; websockets' own writes (pings, close) are whole

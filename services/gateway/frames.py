@@ -2,7 +2,8 @@
 
 Whole binary frames reach a socket's ``Reader`` straight from the event loop's read
 callback (``connection.py``); the reader hands each to the room core and carries out
-the returned ``Effects`` at once: replies to the sender, fan-out to the room's other
+the returned ``Effects`` at once (a ``run-result`` control frame goes to ``runs.py``
+instead of the core): replies to the sender, fan-out to the room's other
 local members, the update and awareness queued for Redis (``outbox.py``).
 """
 
@@ -22,6 +23,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle
 from services.gateway.room import Effects, RoomCore
+from services.gateway.runs import CONTROL_TAG, RunRelay
 from shared.keys import Keys
 from shared.protocol import CloseCode
 
@@ -35,12 +37,14 @@ class FramePath:
         keys: Keys,
         delivery: Delivery,
         outbox: Outbox,
+        runs: RunRelay,
         metrics: GatewayMetrics,
     ) -> None:
         self._awareness_prefix = awareness_prefix(gateway_id.encode())
         self._keys = keys
         self.delivery = delivery
         self._outbox = outbox
+        self.runs = runs
         self.metrics = metrics
 
     def carry_out(
@@ -127,7 +131,10 @@ class Reader:
             self.stop(CloseCode.BAD_REQUEST, "text frames are not allowed")
         else:
             try:
-                effects = self.core.receive(self.member_id, frame, time.monotonic())
+                if frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
+                    effects = path.runs.receive(self.core, self.member_id, frame, time.monotonic())
+                else:
+                    effects = self.core.receive(self.member_id, frame, time.monotonic())
                 path.carry_out(self.handle, self.member_id, self.ws, effects)
             except Exception:
                 log.exception("a message from %s failed", self.member_id)

@@ -5,7 +5,8 @@ decisions around them: an update of our own coming back in sequence (check the t
 once, fleet-wide), an update of another epoch (Redis lost the room: apply it, resync),
 a sequence gap (read the log), presence counts older than the ones shown (drop them),
 another gateway asking who is here (answer with our members' awareness), the
-session's close (send everyone home). ``follower.py`` carries out the result.
+session's close (send everyone home), a shared run (to every member). ``follower.py``
+carries out the result.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from services.gateway.channel import (
     LogEntry,
     Message,
     Presence,
+    RunShared,
     SessionClosed,
     Solved,
 )
@@ -78,6 +80,8 @@ def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
     elif isinstance(message, SessionClosed):
         if message.session == core.session:
             out.dismiss = message.reason
+    elif isinstance(message, RunShared):
+        out.fanout.append(protocol.control_frame(message.event))
     return out
 
 

@@ -10,8 +10,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from services.gateway.archive_queue import DrainStats
 
 
 class GatewayMetrics(Collector):
@@ -22,6 +24,7 @@ class GatewayMetrics(Collector):
         self.messages_out = 0  # frames sent to clients
         self.publishes = 0  # update batches appended to room logs
         self.redis_messages: defaultdict[bytes, int] = defaultdict(int)  # by channel kind
+        self.archive = DrainStats()  # kept by the archive drainer
         r.register(self)
         self.connections = Gauge("coderoom_gateway_connections", "Open room sockets.", registry=r)
         self.rooms = Gauge("coderoom_gateway_rooms", "Rooms served by this gateway.", registry=r)
@@ -75,6 +78,22 @@ class GatewayMetrics(Collector):
         for kind, count in sorted(self.redis_messages.items()):
             family.add_metric([kind.decode(errors="replace")], count)
         yield family
+        a = self.archive
+        yield GaugeMetricFamily(
+            "coderoom_gateway_archive_queue_depth",
+            "Closed sessions waiting in the archive queue (fleet-wide, as last seen).",
+            a.depth,
+        )
+        yield CounterMetricFamily(
+            "coderoom_gateway_archived_sessions",
+            "Sessions this gateway's drainer saw archived (new or already there).",
+            a.archived,
+        )
+        yield CounterMetricFamily(
+            "coderoom_gateway_archive_failures",
+            "Archive batches that failed (MongoDB or Redis) and were retried.",
+            a.failures,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -313,6 +313,10 @@ class RoomCore:
         else:
             self.awareness[client] = (clock, state)
 
+    def take_token(self, member_id: str, now: float) -> bool:
+        """Count a frame that the core does not read itself (a shared run) in the rate."""
+        return self._take_token(self.members[member_id], now)
+
     def _take_token(self, member: Member, now: float) -> bool:
         limits = self.limits
         member.tokens = min(

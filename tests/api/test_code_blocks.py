@@ -57,6 +57,7 @@ async def test_get_one_has_template_not_solution(
         "language",
         "description",
         "template",
+        "runTimeoutSeconds",
         "createdAt",
         "updatedAt",
     }
@@ -353,3 +354,19 @@ async def test_sessions_newest_first(
     assert sessions[0]["startedAt"] == "2026-01-01T00:02:00+00:00"
     missing = await api_client.get(f"/api/code-blocks/{'0' * 24}/sessions", headers=admin_headers)
     assert missing.status_code == 404
+
+
+async def test_run_timeout_is_validated_and_null_sets_the_default_back(
+    api_client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    made = await create(api_client, admin_headers)
+    assert made["runTimeoutSeconds"] is None
+    url = f"/api/code-blocks/{made['id']}"
+    for bad in (0, 0.5, 61, "5", True, "nan"):
+        r = await api_client.patch(url, json={"runTimeoutSeconds": bad}, headers=admin_headers)
+        assert r.status_code == 400, bad
+    r = await api_client.patch(url, json={"runTimeoutSeconds": 2.5}, headers=admin_headers)
+    assert r.status_code == 200 and r.json()["runTimeoutSeconds"] == 2.5
+    assert (await api_client.get(url)).json()["runTimeoutSeconds"] == 2.5
+    r = await api_client.patch(url, json={"runTimeoutSeconds": None}, headers=admin_headers)
+    assert r.status_code == 200 and r.json()["runTimeoutSeconds"] is None

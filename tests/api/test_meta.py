@@ -15,13 +15,31 @@ from tests.infra import make_block
 
 async def test_config_default_is_same_origin(api_client: httpx.AsyncClient) -> None:
     response = await api_client.get("/api/config")
-    assert response.json() == {"gatewayUrls": []}
+    assert response.json()["gatewayUrls"] == []
 
 
 async def test_config_lists_gateways(api_client_factory: Any) -> None:
     urls = ("ws://127.0.0.1:8001/ws/rooms", "ws://127.0.0.1:8002/ws/rooms")
     client = await api_client_factory(gateway_urls=urls)
-    assert (await client.get("/api/config")).json() == {"gatewayUrls": list(urls)}
+    assert (await client.get("/api/config")).json()["gatewayUrls"] == list(urls)
+
+
+async def test_config_serves_the_gateways_limits_and_heartbeat(api_client_factory: Any) -> None:
+    client = await api_client_factory(
+        max_frame_bytes=65536,
+        max_doc_bytes=524288,
+        max_updates_per_second=20.0,
+        update_burst=40,
+        keepalive_seconds=4.0,
+    )
+    body = (await client.get("/api/config")).json()
+    assert body["limits"] == {
+        "maxFrameBytes": 65536,
+        "maxDocBytes": 524288,
+        "maxUpdatesPerSecond": 20.0,
+        "updateBurst": 40,
+    }
+    assert body["heartbeatSeconds"] == 4.0
 
 
 def _app_operations(settings_factory: Any) -> set[tuple[str, str]]:
@@ -32,7 +50,11 @@ def _app_operations(settings_factory: Any) -> set[tuple[str, str]]:
             continue
         if not route.include_in_schema:
             continue
-        for method in route.methods or ():
+        methods = route.methods
+        if methods is None and isinstance(route.endpoint, type):  # an HTTPEndpoint class
+            verbs = ("get", "put", "post", "patch", "delete")
+            methods = {v.upper() for v in verbs if hasattr(route.endpoint, v)}
+        for method in methods or ():
             if method != "HEAD":
                 operations.add((route.path, method.lower()))
     return operations

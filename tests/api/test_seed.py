@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra import SEED_FILE, EmbeddedMongo, child_env, scaled, seed_blocks
+from tests.infra import SEED_FILE, EmbeddedMongo, child_env, scaled, seed_blocks, tool_missing
 
 
 def run_cli(*args: str, env: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
@@ -123,7 +123,7 @@ def test_seed_solutions_solve(block: dict[str, Any]) -> None:
     if block["language"] == "javascript":
         node = shutil.which("node")
         if node is None:
-            pytest.skip("node is not installed")
+            tool_missing("node is not installed")
         argv = [node, "-e"]
     elif block["language"] == "python":
         argv = [sys.executable, "-c"]

@@ -83,16 +83,28 @@ def test_mongo_stopped_then_back(
         pytest.skip("needs the embedded MongoDB (MONGODB_URL points at a shared server)")
     mongo.start()
     try:
-        api = service_factory("api", ready="/readyz", MONGODB_URL=mongo.url)
+        # Every request revalidates (fresh for 0 s): the lobby list is then served from
+        # the stale copy while MongoDB is away; what was never loaded answers 503.
+        api = service_factory(
+            "api", ready="/readyz", MONGODB_URL=mongo.url, BLOCK_LIST_FRESH_SECONDS=0
+        )
         assert api.get("/api/code-blocks").status_code == 200
         mongo.stop()
-        status, elapsed, _ = timed_get(api, "/api/code-blocks")
-        report("mongo stopped, GET /api/code-blocks", elapsed)
+        response = api.get("/api/code-blocks")
+        assert response.status_code == 200
+        assert response.headers["X-Cache"] == "stale"
+        status, elapsed, _ = timed_get(api, "/api/code-blocks/" + "b" * 24)
+        report("mongo stopped, GET /api/code-blocks/{never loaded}", elapsed)
         assert status == 503
         assert elapsed < scaled(BOUND)
         assert api.get("/healthz").status_code == 200
         mongo.restart()
-        wait_until(lambda: api.get("/api/code-blocks").status_code == 200, 20, message="recovery")
+        wait_until(
+            lambda: api.get("/api/code-blocks/" + "b" * 24).status_code == 404,
+            20,
+            message="recovery",
+        )
+        assert api.get("/api/code-blocks").headers["X-Cache"] != "stale"
     finally:
         mongo.stop()
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.deploy.kustomize import render_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "clang", "-dev ", "cargo", "rustc")
@@ -257,15 +257,6 @@ def test_copied_sources_exist_and_are_in_the_context() -> None:
 # --- Tilt -------------------------------------------------------------------------------
 
 
-@cache
-def _renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("coderoom_render", ROOT / "deploy/render.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def tilt_config() -> dict[str, Any]:
     config: dict[str, Any] = json.loads((ROOT / "tilt.json").read_text())
     return config
@@ -306,7 +297,7 @@ def run_tiltfile(config: dict[str, Any]) -> TiltRun:
         return ("run", cmd, trigger or [])
 
     def kustomize(path: str) -> str:
-        return str(_renderer().render_yaml(ROOT / path))
+        return render_yaml(ROOT / path)
 
     def decode_yaml_stream(text: str) -> list[dict[str, Any]]:
         return [d for d in yaml.safe_load_all(text) if d]

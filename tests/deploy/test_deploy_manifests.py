@@ -1,24 +1,23 @@
 """The Kubernetes manifests: schema-valid, linted, secure, and wired to real settings.
 
-Every overlay is rendered with deploy/render.py (the kustomize subset the manifests
-use) and checked as the cluster would receive it.
+Every tree is rendered with `kubectl kustomize` (tests/deploy/kustomize.py) and
+checked as the cluster would receive it.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from shared.settings import Settings, load_settings
+from tests.deploy import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -43,24 +42,8 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-@cache
-def _renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("coderoom_render", ROOT / "deploy/render.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@cache
-def _rendered(tree: str) -> tuple[Resource, ...]:
-    return tuple(_renderer().render(K8S / tree))
-
-
 def rendered(tree: str) -> list[Resource]:
-    import copy
-
-    return copy.deepcopy(list(_rendered(tree)))
+    return kustomize.render(K8S / tree)
 
 
 def find(resources: list[Resource], kind: str, name: str) -> Resource:
@@ -154,7 +137,7 @@ def test_kubernetes_validate_strict(tree: str, version: str, tmp_path: Path) -> 
             f"(nearest bundled: {nearest[-1] if nearest else 'none'}); not validated"
         )
     stream = tmp_path / "rendered.yaml"
-    stream.write_text(_renderer().render_yaml(K8S / tree))
+    stream.write_text(kustomize.render_yaml(K8S / tree))
     result = subprocess.run(
         [_bin("kubernetes-validate"), "--strict", "-k", bundled[0], str(stream)],
         capture_output=True,
@@ -162,7 +145,7 @@ def test_kubernetes_validate_strict(tree: str, version: str, tmp_path: Path) -> 
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for res in _rendered(tree):
+    for res in rendered(tree):
         line = f"passed for resource {res['kind'].lower()}/{res['metadata']['name']} "
         assert line + f"against version {version}" in result.stdout, result.stdout
 

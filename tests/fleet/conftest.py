@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block
+from tests.infra import EmbeddedMongo, Fleet, RedisServer
 
 GRACE = 1.5
 KEEPALIVE = 1.0
@@ -33,19 +33,12 @@ class Blocks:
         self.api = fleet.api
 
     def new(self, **overrides: Any) -> BlockInfo:
-        body = make_block(
+        block = self.fleet.new_block(
             template=overrides.pop("template", "function add(a, b) {\n  // TODO\n}\n"),
             solution=overrides.pop("solution", "function add(a, b) {\n  return a + b;\n}\n"),
             **overrides,
         )
-        response = self.api.request(
-            "POST",
-            "/api/code-blocks",
-            json=body,
-            headers={"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"},
-        )
-        assert response.status_code == 201, response.text
-        return BlockInfo(response.json()["id"], body["template"], body["solution"])
+        return BlockInfo(block["id"], block["template"], block["solution"])
 
     def admin_get(self, path: str) -> httpx.Response:
         return self.api.get(path, headers={"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"})

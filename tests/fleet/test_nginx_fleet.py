@@ -41,6 +41,7 @@ from tests.infra import (
     make_block,
     port_listening,
     scaled,
+    tool_missing,
     wait_until,
 )
 from tests.yclient import RoomClient
@@ -82,7 +83,7 @@ def ensure_nginx() -> str:
         found = find_nginx()
         if found:
             return found
-    pytest.skip("nginx is not installed and could not be (apt-get install nginx as root)")
+    tool_missing("nginx is not installed and could not be (apt-get install nginx as root)")
 
 
 class Nginx(ManagedProcess):

@@ -19,14 +19,10 @@ from shared.protocol import CloseCode
 from tests.fleet.classroom import boundaries
 from tests.fleet.conftest import GRACE, KEEPALIVE, Blocks, unique_client
 from tests.hardening.tools import raw_connect
-from tests.infra import Fleet
-from tests.yclient import RoomClient, wait_for
+from tests.infra import Fleet, scaled
+from tests.yclient import RoomClient, close_all, join, wait_for
 
 pytestmark = [pytest.mark.fleet]
-
-
-async def join(url: str, block_id: str, **kw: object) -> RoomClient:
-    return await RoomClient(url, block_id, **kw).connect()  # type: ignore[arg-type]
 
 
 async def mentor_two_students_watcher(gw: list[str], block_id: str) -> list[RoomClient]:
@@ -37,10 +33,6 @@ async def mentor_two_students_watcher(gw: list[str], block_id: str) -> list[Room
         await join(gw[0], block_id),
         await join(gw[1], block_id, role="watcher"),
     ]
-
-
-async def close_all(*clients: RoomClient) -> None:
-    await asyncio.gather(*(c.close() for c in clients))
 
 
 # 1. Join -----------------------------------------------------------------------------
@@ -206,7 +198,7 @@ async def test_solved_once_per_match_for_everyone(blocks: Blocks, gw: list[str])
     await wait_for(lambda: all(c.count("solved") == 1 for c in everyone), 5)
     s2.type_at_end("// more")  # no longer a match
     await wait_for(lambda: all("// more" in c.value for c in everyone), 5)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # a wrong second "solved" has every chance to arrive
     assert all(c.count("solved") == 1 for c in everyone)
     s2.set_text(block.solution)
     await wait_for(lambda: all(c.count("solved") == 2 for c in everyone), 5)
@@ -293,7 +285,7 @@ async def test_mentor_refresh_with_resume_token_keeps_the_room(
     await mentor.close()
     back = await join(gw[1], block.id, client_id=client_id, token=token)  # other gateway
     assert back.role == "mentor" and "kept" in back.value
-    await asyncio.sleep(GRACE + 1.0)
+    await asyncio.sleep(scaled(GRACE + 1.0))  # past the grace: the room must not close
     assert not student.closed.is_set()
     await wait_for(lambda: presence(student) == (True, 1, 0), 5)
     await close_all(back, student)
@@ -330,9 +322,8 @@ async def test_a_socket_that_never_answers_pings_is_closed(blocks: Blocks, gw: l
     block = blocks.new()
     mentor = await join(gw[0], block.id)  # answers pings (websockets does)
     sock = await raw_connect(gw[1], f"/ws/rooms/{block.id}")  # never reads, never pongs
-    await asyncio.sleep(2.5 * KEEPALIVE)
     code = None
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(scaled(2.5 * KEEPALIVE + 10)):
         while code is None:
             op, data = await sock.read_frame()
             if op == 0x8:

@@ -14,6 +14,7 @@ from services.gateway.channel import (
     LogEntry,
     Message,
     Presence,
+    RunShared,
     SessionClosed,
     Solved,
     awareness_prefix,
@@ -22,6 +23,7 @@ from services.gateway.channel import (
     encode_log_entry,
     encode_presence,
     encode_query,
+    encode_run,
     encode_session_closed,
     encode_solved,
 )
@@ -40,6 +42,7 @@ from services.gateway.channel import (
         (b"S41", Solved(41)),
         (b"Cabc\x00mentor-left", SessionClosed("abc", "mentor-left")),
         (b"Cabc\x00", SessionClosed("abc", "")),
+        (b'R{"type":"run"}', RunShared(b'{"type":"run"}')),
     ],
 )
 def test_decode_table(data: bytes, message: Message) -> None:
@@ -77,6 +80,7 @@ def test_encoders_write_what_decode_reads() -> None:
     assert encode_presence(Presence(3, False, 2, 1)) == b"P3\x000\x002\x001"
     assert encode_solved(9) == b"S9"
     assert encode_session_closed("s", "empty") == b"Cs\x00empty"
+    assert encode_run(b'{"a":1}') == b'R{"a":1}' and decode(encode_run(b"{}")) == RunShared(b"{}")
 
 
 origins = st.binary(min_size=1, max_size=20).filter(lambda b: b"\x00" not in b)

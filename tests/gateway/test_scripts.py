@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -17,23 +15,14 @@ from services.gateway.scripts import PUBLISH
 from services.gateway.store import Closed, Loaded, RoomStore
 from services.gateway.ydoc import template_update
 from shared.keys import Keys
-from tests.infra import RedisServer, free_port, port_listening, scaled, unique_name, wait_until
+from tests.infra import EmbeddedRedis, RedisServer, scaled, unique_name
+from tests.yclient import text_update
 
 
 @pytest.fixture(scope="module")
-def fake_redis_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "redis", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: port_listening(port), 15, message="fakeredis listening")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def fake_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("fakeredis")).start() as server:
+        yield server.url
 
 
 @pytest.fixture(params=["redis-server", "fakeredis"])
@@ -60,11 +49,7 @@ async def publish(
 
 
 def edit(base: bytes, text: str) -> bytes:
-    doc: Doc[Text] = Doc()
-    doc.apply_update(base)
-    before = doc.get_state()
-    doc.get("code", type=Text).insert(0, text)
-    return doc.get_update(before)
+    return text_update(text, base=base)
 
 
 async def join(store: RoomStore, member: str, client: str, **kw: object) -> object:

@@ -10,7 +10,8 @@ import pytest
 
 from shared.protocol import CloseCode
 from tests.fleet.conftest import Blocks
-from tests.hardening.tools import OP_CLOSE, OP_PING, OP_PONG, RawSocket, frame, raw_connect
+from tests.hardening.tools import OP_CLOSE, OP_PING, OP_PONG, RawSocket, frame, raw_join
+from tests.infra import scaled
 
 pytestmark = [pytest.mark.fleet]
 
@@ -39,16 +40,10 @@ async def test_pings_are_spread_over_the_interval_and_silence_closes(
     hblocks: Blocks, hgw: list[str]
 ) -> None:
     blocks = [hblocks.new() for _ in range(SOCKETS // 4)]
-    socks = [
-        await raw_connect(hgw[0], f"/ws/rooms/{blocks[i % len(blocks)].id}") for i in range(SOCKETS)
-    ]
-    for sock in socks:
-        assert sock.open, sock.handshake
-        await sock.read_until("welcome")
-    silent = await raw_connect(hgw[0], f"/ws/rooms/{blocks[0].id}")  # never answers
-    await silent.read_until("welcome")
+    socks = [await raw_join(hgw[0], blocks[i % len(blocks)].id) for i in range(SOCKETS)]
+    silent = await raw_join(hgw[0], blocks[0].id)  # never answers
 
-    until = time.monotonic() + 2 * KEEPALIVE + 0.5
+    until = time.monotonic() + scaled(2 * KEEPALIVE + 0.5)
     pings: list[list[float]] = [[] for _ in socks]
     codes = await asyncio.gather(
         *(_answer_pings(s, p, until) for s, p in zip(socks, pings, strict=True))

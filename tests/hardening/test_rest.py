@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import statistics
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +58,10 @@ def base(api: Fleet) -> str:
 
 
 @pytest.fixture(scope="module")
-def secret_block(base: str) -> dict[str, Any]:
+def secret_block(api: Fleet) -> dict[str, Any]:
     marker = "SOLUTION-" + uuid.uuid4().hex
-    body = make_block(solution=f"const x = 1; // {marker}\n")
-    r = httpx.post(base + "/api/code-blocks", json=body, headers=ADMIN)
-    assert r.status_code == 201
-    return {"id": r.json()["id"], "marker": marker}
+    block = api.new_block(solution=f"const x = 1; // {marker}\n")
+    return {"id": block["id"], "marker": marker}
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +311,9 @@ def test_admin_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ApiError):
         auth.require_admin(_request("Bearer guess"), settings_)
     auth.require_admin(_request("Bearer s3cret-token"), settings_)
-    assert len(calls) == 2
+    # Both decisions came from compare_digest, on the whole tokens. (A timing test
+    # cannot tell a naive compare from noise on a shared machine; this can.)
+    assert calls == [(b"guess", b"s3cret-token"), (b"s3cret-token", b"s3cret-token")]
 
 
 def _request(authorization: str) -> Request:
@@ -327,31 +325,6 @@ def _request(authorization: str) -> Request:
             "headers": [(b"authorization", authorization.encode())],
         }
     )
-
-
-def test_admin_token_timing_shows_no_prefix_leak() -> None:
-    token = "T" * 64
-    settings_ = load_settings(admin_token=token)
-    candidates = {
-        "wrong first byte": "X" + token[1:],
-        "right up to the last byte": token[:-1] + "X",
-        "short": "T",
-        "long": token + "T" * 64,
-    }
-    requests = {name: _request("Bearer " + value) for name, value in candidates.items()}
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(3000):  # interleaved, so drift hits every candidate alike
-        for name, request in requests.items():
-            start = time.perf_counter_ns()
-            try:
-                auth.require_admin(request, settings_)
-            except ApiError:
-                pass
-            samples[name].append(time.perf_counter_ns() - start)
-    medians = {name: statistics.median(s) for name, s in samples.items()}
-    print("require_admin median ns: " + ", ".join(f"{k}={v:.0f}" for k, v in medians.items()))
-    first, last = medians["wrong first byte"], medians["right up to the last byte"]
-    assert abs(first - last) < 0.25 * min(first, last) + 300  # generous: noise, not a leak
 
 
 # --- the solution on every public route ---------------------------------------------------------

@@ -15,9 +15,9 @@ from shared.protocol import CloseCode
 from shared.ywire import encode_awareness_update, encode_var_uint
 from tests.fleet.conftest import Blocks
 from tests.hardening.conftest import SMALL_LIMITS
-from tests.hardening.tools import NO_CLOSE, closes, frame, metrics, raw_connect, rss_mib
-from tests.infra import Fleet
-from tests.yclient import RoomClient, wait_for
+from tests.hardening.tools import NO_CLOSE, closes, frame, raw_connect, rss_mib
+from tests.infra import Fleet, scaled, scrape
+from tests.yclient import RoomClient, close_all, join, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -33,9 +33,9 @@ GRACE = float(SMALL_LIMITS["MENTOR_GRACE_SECONDS"])  # type: ignore[arg-type]
 
 
 async def bystanders(url: str, block_id: str) -> tuple[RoomClient, RoomClient, RoomClient]:
-    mentor = await RoomClient(url, block_id).connect()
-    a = await RoomClient(url, block_id).connect()
-    b = await RoomClient(url, block_id).connect()
+    mentor = await join(url, block_id)
+    a = await join(url, block_id)
+    b = await join(url, block_id)
     return mentor, a, b
 
 
@@ -67,12 +67,12 @@ async def test_storm_of_malformed_frames(hfleet: Fleet, hblocks: Blocks) -> None
     url = gateway.ws_url + "/ws/rooms"
     rooms = [hblocks.new() for _ in range(3)]
     mentor, a, b = await bystanders(url, rooms[0].id)
-    other_mentors = [await RoomClient(url, r.id).connect() for r in rooms[1:]]
+    other_mentors = [await join(url, r.id) for r in rooms[1:]]
     targets = [r.id for r in rooms]
     frames_per_conn, connections, workers = 6, 1700, 24
     codes: collections.Counter[int] = collections.Counter()
     sent = 0
-    in_before = metrics(gateway.url)["coderoom_gateway_messages_in_total"]
+    in_before = scrape(gateway.url)["coderoom_gateway_messages_in_total"]
     rss_before = rss_mib(gateway.pid)
     queue = list(range(connections))
 
@@ -95,7 +95,7 @@ async def test_storm_of_malformed_frames(hfleet: Fleet, hblocks: Blocks) -> None
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(workers)))
     took = time.monotonic() - started
-    in_after = metrics(gateway.url)["coderoom_gateway_messages_in_total"]
+    in_after = scrape(gateway.url)["coderoom_gateway_messages_in_total"]
     rss_after = rss_mib(gateway.pid)
     print(
         f"malformed storm: {sent} frames on {connections} connections ({workers} at a time) "
@@ -109,7 +109,7 @@ async def test_storm_of_malformed_frames(hfleet: Fleet, hblocks: Blocks) -> None
     assert gateway.get("/healthz").status_code == 200
     await still_works(mentor, a, b)
     assert rss_after - rss_before < RSS_GROWTH_MIB
-    await asyncio.gather(mentor.close(), a.close(), b.close(), *(m.close() for m in other_mentors))
+    await close_all(mentor, a, b, *other_mentors)
 
 
 async def test_connect_disconnect_churn_leaves_exact_counts(hfleet: Fleet, hblocks: Blocks) -> None:
@@ -117,7 +117,7 @@ async def test_connect_disconnect_churn_leaves_exact_counts(hfleet: Fleet, hbloc
     url = gateway.ws_url + "/ws/rooms"
     block = hblocks.new()
     mentor, a, b = await bystanders(url, block.id)
-    watcher = await RoomClient(url, block.id, role="watcher").connect()
+    watcher = await join(url, block.id, role="watcher")
     cycles, workers = 2000, 20
     rss_before = rss_mib(gateway.pid)
     queue = list(range(cycles))
@@ -149,13 +149,13 @@ async def test_connect_disconnect_churn_leaves_exact_counts(hfleet: Fleet, hbloc
     await wait_for(counts_exact, 15)
     redis = hfleet.redis.client()
     try:
-        keys = f"{hfleet.env['REDIS_PREFIX']}:{{room:{block.id}}}"
-        state = redis.hgetall(f"{keys}:state")
-        members = redis.hlen(f"{keys}:members")
+        keys = hfleet.keys.room(block.id)
+        state = redis.hgetall(keys.state)
+        members = redis.hlen(keys.members)
     finally:
         redis.close()
     lobby = [r for r in hfleet.api.get("/api/rooms").json()["rooms"] if r["blockId"] == block.id]  # type: ignore[union-attr]
-    live = metrics(gateway.url)["coderoom_gateway_connections"]
+    live = scrape(gateway.url)["coderoom_gateway_connections"]
     rss_after = rss_mib(gateway.pid)
     print(
         f"churn: {cycles} connect/disconnect cycles ({workers} at a time) in {took:.1f}s "
@@ -170,7 +170,7 @@ async def test_connect_disconnect_churn_leaves_exact_counts(hfleet: Fleet, hbloc
     assert live == 4
     assert rss_after - rss_before < RSS_GROWTH_MIB
     await still_works(mentor, a, b)
-    await asyncio.gather(mentor.close(), a.close(), b.close(), watcher.close())
+    await close_all(mentor, a, b, watcher)
 
 
 async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks) -> None:
@@ -178,7 +178,7 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
     url = gateway.ws_url + "/ws/rooms"
     block = hblocks.new()
     mentor, a, b = await bystanders(url, block.id)
-    typists = [await RoomClient(url, block.id).connect() for _ in range(10)]
+    typists = [await join(url, block.id) for _ in range(10)]
     slow = await raw_connect(gateway.ws_url, f"/ws/rooms/{block.id}?role=watcher", rcvbuf=4096)
     await slow.read_until("welcome")
     slow.reader_transport.pause_reading()  # from now on it never reads: the kernel fills up
@@ -189,7 +189,7 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
     started = time.monotonic()
     rounds = 0
     while closes(gateway.url, CloseCode.SLOW_CONSUMER) == closes_before:
-        assert time.monotonic() - started < 30, "the slow consumer was never closed"
+        assert time.monotonic() - started < scaled(30), "the slow consumer was never closed"
         rounds += 1
         for i, t in enumerate(typists):
             t.type_at_end(f"<{i}.{rounds}>" + "p" * 8000)
@@ -214,7 +214,7 @@ async def test_slow_consumer_is_closed_with_4000(hfleet: Fleet, hblocks: Blocks)
     await wait_for(lambda: (a.last("presence") or {}).get("watchers") == 0, 10)
     assert gateway.get("/healthz").status_code == 200
     assert rss_mib(gateway.pid) - rss_before < RSS_GROWTH_MIB
-    await asyncio.gather(*(c.close() for c in everyone))
+    await close_all(*everyone)
 
 
 # Last in the module: if it fails, it may leave hung sockets on the gateway.
@@ -222,6 +222,7 @@ async def test_joins_racing_a_closing_room_get_named_codes(hfleet: Fleet, hblock
     gateway = hfleet.gateways[0]
     block = hblocks.new()  # no live mentor: the first attacker is mentor, its room closes
     codes: collections.Counter[int] = collections.Counter()
+    closed_before = scrape(gateway.url)["coderoom_gateway_rooms_closed_total"]
     until = time.monotonic() + 4 * GRACE  # the room closes and reopens a few times
     count = iter(range(10**6))
 
@@ -237,8 +238,13 @@ async def test_joins_racing_a_closing_room_get_named_codes(hfleet: Fleet, hblock
             codes[code] += 1
 
     await asyncio.gather(*(worker() for _ in range(16)))
-    live = metrics(gateway.url)["coderoom_gateway_connections"]
-    print(f"joins racing a closing room: close codes {dict(codes)}; sockets left open {live:.0f}")
+    live = scrape(gateway.url)["coderoom_gateway_connections"]
+    closed = scrape(gateway.url)["coderoom_gateway_rooms_closed_total"] - closed_before
+    print(
+        f"joins racing a closing room: close codes {dict(codes)}; the room closed "
+        f"{closed:.0f} times; sockets left open {live:.0f}"
+    )
+    assert closed >= 1, "the room never closed: the joins raced nothing"
     assert set(codes) <= {CloseCode.BAD_REQUEST, CloseCode.ROOM_CLOSED, 1013}, codes
     # No handler may hang: every socket of the race is gone from the gateway.
-    await wait_for(lambda: metrics(gateway.url)["coderoom_gateway_connections"] == 0, 5)
+    await wait_for(lambda: scrape(gateway.url)["coderoom_gateway_connections"] == 0, 5)

@@ -3,7 +3,8 @@
 `RawSocket` speaks RFC 6455 by hand over an asyncio stream so a test can send what no
 well-behaved client library would (truncated frames, anything as a frame, never
 reading) and read the server's close code exactly. Client frames are masked as the RFC
-requires (a zero key: cheap, and the payload stays readable in captures).
+requires (a zero key: cheap, and the payload stays readable in captures). Every timeout
+here goes through `scaled`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from shared import protocol
 from shared.protocol import MessageType
 from shared.ywire import read_var_uint
+from tests.infra import scaled, scrape
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 NO_CLOSE = 1006  # the connection ended without a close frame
@@ -34,19 +34,8 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def metrics(base_http: str) -> dict[str, float]:
-    """A gateway's /metrics as {'name{labels}': value}."""
-    text = httpx.get(base_http + "/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def closes(base_http: str, code: int) -> float:
-    return metrics(base_http).get(f'coderoom_gateway_closes_total{{code="{code}"}}', 0.0)
+    return scrape(base_http).get(f'coderoom_gateway_closes_total{{code="{code}"}}', 0.0)
 
 
 def frame(payload: bytes, opcode: int = OP_BINARY, fin: bool = True) -> bytes:
@@ -76,6 +65,7 @@ class RawSocket:
     handshake: Handshake
     received: list[bytes] = field(default_factory=list)
     close_code: int | None = None
+    welcome: dict[str, object] = field(default_factory=dict)  # set by `raw_join`
 
     @property
     def open(self) -> bool:
@@ -109,7 +99,7 @@ class RawSocket:
     async def until_closed(self, timeout: float = 10.0) -> int:
         """Read (and keep) every frame until the server's close frame; its code."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(scaled(timeout)):
                 while True:
                     op, data = await self.read_frame()
                     if op == OP_CLOSE:
@@ -136,7 +126,7 @@ class RawSocket:
 
     async def read_until(self, kind: str, timeout: float = 10.0) -> dict[str, object]:
         """Read frames until a control event of this type arrives."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(scaled(timeout)):
             while True:
                 op, data = await self.read_frame()
                 if op == OP_CLOSE:
@@ -189,7 +179,7 @@ async def raw_connect(
     ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(scaled(timeout)):
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -206,3 +196,14 @@ async def raw_connect(
         if status != 101 and "content-length" in parsed:
             body = await reader.readexactly(int(parsed["content-length"]))
     return RawSocket(reader, writer, Handshake(status, parsed, body))
+
+
+async def raw_join(
+    ws_base: str, block_id: str, query: str = "", *, rcvbuf: int | None = None
+) -> RawSocket:
+    """`raw_connect` to the room of `block_id` (`query` as "?client=..."), check the
+    upgrade, and read up to the ``welcome`` (kept in ``.welcome``)."""
+    sock = await raw_connect(ws_base, f"/ws/rooms/{block_id}{query}", rcvbuf=rcvbuf)
+    assert sock.open, sock.handshake
+    sock.welcome = await sock.read_until("welcome")
+    return sock

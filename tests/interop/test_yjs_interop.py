@@ -35,6 +35,7 @@ from tests.infra import (
     child_env,
     scaled,
     seed_blocks,
+    tool_missing,
 )
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -76,11 +77,11 @@ EXPECTED_CHECKS = [
 def _tools() -> tuple[str, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("interop test needs node (20+) and npm on PATH; not found")
+        tool_missing("interop test needs node (20+) and npm on PATH; not found")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < 20:
-        pytest.skip(f"interop test needs node 20+, found {version.stdout.strip()}")
+        tool_missing(f"interop test needs node 20+, found {version.stdout.strip()}")
     return node, npm
 
 

@@ -26,13 +26,7 @@ from shared.protocol import (
     decode_message,
     should_reconnect,
 )
-
-
-def _doc_with(text: str) -> Doc[Text]:
-    doc: Doc[Text] = Doc()
-    doc.get("code", type=Text).insert(0, text)
-    return doc
-
+from tests.yclient import text_doc
 
 # --- sync, awareness, auth frames -----------------------------------------------------------------
 
@@ -56,7 +50,7 @@ def test_sync_frames_have_the_y_protocols_layout() -> None:
 )
 @pytest.mark.parametrize("text", ["", "x", "def main():\n    return 42\n" * 20, "Zoë 🎉"])
 def test_sync_round_trip_with_real_documents(build: Any, sync_type: SyncType, text: str) -> None:
-    doc = _doc_with(text)
+    doc = text_doc(text)
     payload = doc.get_state() if sync_type == SyncType.STEP1 else doc.get_update()
     message = decode_message(build(payload))
     assert message == Message(MessageType.SYNC, sync_type, payload)

@@ -5,18 +5,14 @@ if a page makes a request anywhere but the system under test."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
+from tests.infra import CHROMIUM_NAMES, ROOT, find_chromium, scaled, tool_missing
 
-from tests.infra import ROOT, scaled
-
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -114,12 +110,13 @@ class People:
 
 
 def launch_browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    chromium = find_chromium()
+    if chromium is None:
+        tool_missing(f"no Chromium ({', '.join(CHROMIUM_NAMES)}; apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

@@ -66,3 +66,28 @@ def test_bundle_makes_no_external_requests() -> None:
         assert not re.search(r"url\(\s*['\"]?https?:", text), path.name
         assert "@import" not in text, path.name
         assert not re.search(r"fetch\(\s*['\"`]https?:", text), path.name
+
+
+PYODIDE_FILES = ["pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"]
+
+
+def test_vendored_pyodide_is_the_locked_version_unchanged() -> None:
+    # The files in static/pyodide/ are copied by build.mjs from the npm package that
+    # web/package-lock.json pins; their sha256 are in build-info.json (checked above).
+    lock = json.loads((WEB / "package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/pyodide"]["version"]
+    info = build_info()
+    assert info["pyodide"] == locked
+    assets = info["assets"]
+    assert isinstance(assets, dict)
+    assert sorted(p.name for p in (STATIC / "pyodide").iterdir()) == sorted(PYODIDE_FILES)
+    for name in PYODIDE_FILES:
+        assert f"pyodide/{name}" in assets
+    lockfile = json.loads((STATIC / "pyodide" / "pyodide-lock.json").read_text())
+    assert lockfile["info"]["arch"] == "wasm32"
+    assert f'"{locked}"'.encode() in (STATIC / "pyodide" / "pyodide.asm.mjs").read_bytes()
+    # The sandbox bundle carries Pyodide's loader without its CDN default.
+    runner = (STATIC / "runner.js").read_text()
+    assert "jsdelivr" not in runner and "cdn." not in runner
+    total = sum((STATIC / "pyodide" / n).stat().st_size for n in PYODIDE_FILES)
+    assert total < 16_000_000, f"vendored Pyodide grew to {total} bytes"

@@ -19,6 +19,7 @@ from tests.infra import (
     RedisServer,
     make_block,
     seed_blocks,
+    tool_missing,
     wait_until,
 )
 from tests.web.browser import PHONE, People, Person, launch_browser, ms, screenshot
@@ -515,7 +516,7 @@ def test_pages_have_no_serious_accessibility_violations(
     people: People, new_block: Callable[..., dict[str, Any]], scheme: str
 ) -> None:
     if not AXE.is_file():
-        pytest.skip("axe-core is not installed (make web)")
+        tool_missing("axe-core is not installed (make web)")
     room = f"/blocks/{new_block()['id']}"
     lobby = people.open("/")
     mentor = people.open(room)

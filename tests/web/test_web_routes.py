@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -114,3 +115,66 @@ async def test_static_refuses_path_traversal(app: Starlette, raw_path: str) -> N
     assert start["status"] == 404
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert b"starlette" not in body and b"[project]" not in body
+
+
+@pytest.mark.parametrize("path", ["/blocks/", "/nope", "/blocks/a/b", "/static-ish/x"])
+async def test_unknown_page_paths_get_the_shell_with_404(path: str, settings_factory: Any) -> None:
+    """A person who opens an unknown address gets the friendly not-found page (the shell
+    routes to it), with status 404; API clients keep the JSON 404."""
+    from services.api.app import create_app
+
+    app = create_app(settings_factory())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        r = await client.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*"})
+        assert r.status_code == 404
+        assert r.headers["content-type"].startswith("text/html")
+        assert "/static/app.js?v=" in r.text
+        assert "connect-src 'self' ws: wss:" in r.headers["content-security-policy"]
+        # Not a browser asking for a page: the JSON error every other 404 has.
+        for api_path, accept in ((path, "application/json"), ("/api/nope", "text/html")):
+            r = await client.get(api_path, headers={"Accept": accept})
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "not_found"
+        r = await client.post(path, headers={"Accept": "text/html"})
+        assert r.status_code in (404, 405) and r.json()["error"]["code"] != ""
+
+
+async def test_run_sandbox_page_has_its_own_strict_csp(client: httpx.AsyncClient) -> None:
+    r = await client.get("/run/sandbox")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-cache"
+    assert f"/static/runner.js?v={_version()}" in r.text
+    csp = {
+        d.split(" ", 1)[0]: d.split(" ", 1)[1] if " " in d else ""
+        for d in r.headers["content-security-policy"].split("; ")
+    }
+    assert csp["default-src"] == "'none'"
+    assert csp["connect-src"] == "'none'"  # no fetch, XHR, WebSocket, EventSource
+    assert csp["script-src"] == "'self' blob: 'wasm-unsafe-eval'"  # no eval, no CDN
+    assert csp["worker-src"] == "blob:"
+    assert csp["sandbox"] == "allow-scripts"  # sandboxed even when opened directly
+    assert csp["frame-ancestors"] == "'self'"
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+    # The room page may frame it (its default-src 'self' covers frames).
+    page = await client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_pyodide_files_are_served_versioned_with_their_types(
+    client: httpx.AsyncClient,
+) -> None:
+    version = json.loads((STATIC_DIR / "build-info.json").read_text())["pyodide"]
+    for name, kind in [
+        ("pyodide.asm.wasm", "application/wasm"),
+        ("pyodide.asm.mjs", "text/javascript"),
+        ("python_stdlib.zip", "application/zip"),
+        ("pyodide-lock.json", "application/json"),
+    ]:
+        r = await client.head(f"/static/pyodide/{name}?v={version}")
+        assert r.status_code == 200, name
+        assert r.headers["content-type"].startswith(kind), (name, r.headers["content-type"])
+        assert r.headers["cache-control"] == "public, max-age=31536000, immutable", name

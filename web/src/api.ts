@@ -1,9 +1,13 @@
 // REST calls to the api service (same origin).
+import { type Limits, parseLimits } from "./limits";
+
 export interface CodeBlock {
   id: string;
   title: string;
   language: string;
   description: string;
+  /** Wall-clock limit of a run of this block's code (seconds; absent: 5). */
+  runTimeoutSeconds?: number | null;
 }
 
 export interface RoomStatus {
@@ -74,6 +78,7 @@ function toBlock(raw: unknown): CodeBlock | null {
     title: str(r.title) || `Block ${id}`,
     language: str(r.language) || "text",
     description: str(r.description),
+    runTimeoutSeconds: typeof r.runTimeoutSeconds === "number" ? r.runTimeoutSeconds : null,
   };
 }
 
@@ -119,13 +124,28 @@ function toStatus(r: Record<string, unknown>): RoomStatus {
   };
 }
 
-/** Room-socket base URLs; an empty list from the api means same origin. */
-export async function gatewayBases(): Promise<string[]> {
-  const data = (await getJson("/api/config")) as { gatewayUrls?: unknown };
+export interface ClientConfig {
+  /** Room-socket base URLs (same origin when the api lists none). */
+  bases: string[];
+  limits: Limits;
+  /** How often a gateway sends each socket a heartbeat (null: unknown). */
+  heartbeatSeconds: number | null;
+}
+
+export async function clientConfig(): Promise<ClientConfig> {
+  const data = (await getJson("/api/config")) as {
+    gatewayUrls?: unknown;
+    limits?: unknown;
+    heartbeatSeconds?: unknown;
+  };
   const urls = Array.isArray(data?.gatewayUrls)
     ? data.gatewayUrls.filter((u): u is string => typeof u === "string" && /^wss?:\/\//.test(u))
     : [];
-  if (urls.length) return urls;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return [`${scheme}//${location.host}/ws/rooms`];
+  const hb = data?.heartbeatSeconds;
+  return {
+    bases: urls.length ? urls : [`${scheme}//${location.host}/ws/rooms`],
+    limits: parseLimits(data?.limits),
+    heartbeatSeconds: typeof hb === "number" && Number.isFinite(hb) && hb > 0 ? hb : null,
+  };
 }

@@ -3,7 +3,7 @@ import { defaultKeymap, indentWithTab } from "@codemirror/commands";
 import { javascript } from "@codemirror/lang-javascript";
 import { python } from "@codemirror/lang-python";
 import { bracketMatching, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { Compartment, EditorState, type Extension } from "@codemirror/state";
+import { Compartment, EditorState, type Extension, type Transaction } from "@codemirror/state";
 import {
   drawSelection,
   EditorView,
@@ -14,7 +14,7 @@ import {
   lineNumbers,
 } from "@codemirror/view";
 import { classHighlighter } from "@lezer/highlight";
-import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
+import { yCollab, ySyncAnnotation, yUndoManagerKeymap } from "y-codemirror.next";
 import type { Awareness } from "y-protocols/awareness";
 import * as Y from "yjs";
 
@@ -34,8 +34,34 @@ export function languageExtension(language: string): Extension {
   }
 }
 
-function readOnlyExtension(readOnly: boolean): Extension {
-  return [EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)];
+// Read-only people (mentor, watchers) must still reach the code by keyboard: the
+// content stays focusable (Tab, "Skip to editor"), arrow keys move a caret through it,
+// screen readers hear "read-only", and the selection is published like anyone's.
+function readOnlyExtension(readOnly: boolean, label: string): Extension {
+  const attrs: Record<string, string> = { "aria-label": label };
+  if (readOnly) Object.assign(attrs, { tabindex: "0", "aria-readonly": "true" });
+  return [
+    EditorState.readOnly.of(readOnly),
+    EditorView.editable.of(!readOnly),
+    EditorView.contentAttributes.of(attrs),
+  ];
+}
+
+/** Refuse a local edit before it is applied: `check` gets the UTF-8 size of what it
+ * inserts and answers why it cannot be shared (or null). Remote changes pass. */
+function guardExtension(check: ((inserted: string) => string | null) | undefined, refused: (why: string) => void): Extension {
+  if (!check) return [];
+  return EditorState.transactionFilter.of((tr: Transaction) => {
+    if (!tr.docChanged || tr.annotation(ySyncAnnotation) !== undefined) return tr;
+    let inserted = "";
+    tr.changes.iterChanges((_fa, _ta, _fb, _tb, text) => {
+      inserted += text.sliceString(0);
+    });
+    const why = check(inserted);
+    if (why === null) return tr;
+    refused(why);
+    return [];
+  });
 }
 
 export interface EditorOptions {
@@ -45,12 +71,14 @@ export interface EditorOptions {
   language: string;
   readOnly: boolean;
   label: string;
+  /** Why a local edit inserting this text cannot be shared (null: it can). */
+  check?: (inserted: string) => string | null;
+  refused?: (why: string) => void;
 }
 
 export class CodeEditor {
   view: EditorView;
   private readonly readOnly = new Compartment();
-  private readonly a11y = new Compartment();
 
   constructor(opts: EditorOptions) {
     this.view = this.build(opts);
@@ -72,8 +100,8 @@ export class CodeEditor {
         // Tab indents; Esc then Tab leaves the editor (CodeMirror's focus escape).
         keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
         languageExtension(opts.language),
-        this.readOnly.of(readOnlyExtension(opts.readOnly)),
-        this.a11y.of(EditorView.contentAttributes.of({ "aria-label": opts.label })),
+        this.readOnly.of(readOnlyExtension(opts.readOnly, opts.label)),
+        guardExtension(opts.check, opts.refused ?? (() => undefined)),
         yCollab(opts.ytext, opts.awareness, { undoManager }),
       ],
     });
@@ -82,10 +110,7 @@ export class CodeEditor {
 
   setReadOnly(readOnly: boolean, label: string): void {
     this.view.dispatch({
-      effects: [
-        this.readOnly.reconfigure(readOnlyExtension(readOnly)),
-        this.a11y.reconfigure(EditorView.contentAttributes.of({ "aria-label": label })),
-      ],
+      effects: this.readOnly.reconfigure(readOnlyExtension(readOnly, label)),
     });
   }
 

@@ -3,6 +3,8 @@
 const CLIENT_KEY = "coderoom.clientId";
 const NAME_KEY = "coderoom.name";
 const tokenKey = (blockId: string) => `coderoom.token.${blockId}`;
+const seatKey = (blockId: string) => `coderoom.mentor.${blockId}`;
+const solvedKey = (blockId: string) => `coderoom.solved.${blockId}`;
 
 
 function randomId(bytes = 12): string {
@@ -127,4 +129,52 @@ function luminance(rgb: number[]): number {
     return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
   });
   return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+/** The mentor's seat of a room, shared by the tabs of one browser (localStorage): a
+ * second tab joins with the same client id and resume token, so the same person stays
+ * the mentor instead of becoming a student. */
+export interface MentorSeat {
+  clientId: string;
+  token: string;
+}
+
+export function mentorSeat(blockId: string): MentorSeat | null {
+  try {
+    const raw = JSON.parse(safeGet(localStorage, seatKey(blockId)) ?? "null") as Partial<MentorSeat> | null;
+    if (raw && typeof raw.clientId === "string" && typeof raw.token === "string") {
+      if (/^[A-Za-z0-9_-]{8,64}$/.test(raw.clientId)) return { clientId: raw.clientId, token: raw.token };
+    }
+  } catch {
+    /* not JSON: ignore */
+  }
+  return null;
+}
+
+export function saveMentorSeat(blockId: string, seat: MentorSeat | null): void {
+  safeSet(localStorage, seatKey(blockId), seat ? JSON.stringify(seat) : null);
+}
+
+/** Which session of a room this person has seen solved (the dialog shows once), and
+ * who solved it. */
+export interface SolvedMark {
+  session: string;
+  by: string[];
+}
+
+export function solvedMark(blockId: string): SolvedMark | null {
+  try {
+    const raw = JSON.parse(safeGet(localStorage, solvedKey(blockId)) ?? "null") as Partial<SolvedMark> | null;
+    if (raw && typeof raw.session === "string") {
+      const by = Array.isArray(raw.by) ? raw.by.filter((x): x is string => typeof x === "string") : [];
+      return { session: raw.session, by };
+    }
+  } catch {
+    /* not JSON: ignore */
+  }
+  return null;
+}
+
+export function saveSolvedMark(blockId: string, mark: SolvedMark): void {
+  safeSet(localStorage, solvedKey(blockId), JSON.stringify(mark));
 }

@@ -19,7 +19,7 @@ function route(): void {
     void import("./room").then((m) => m.renderRoom(id));
     return;
   }
-  renderNotFound("There is no page at this address.");
+  renderNotFound("There is no page at this address.", "Page not found");
 }
 
 route();

@@ -2,6 +2,7 @@
 // y-websocket framing: varUint message type, then the payload (lib0 encoding).
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
+import { parseSharedRun, type SharedRun } from "./run/result";
 
 export const MESSAGE_SYNC = 0;
 export const MESSAGE_AWARENESS = 1;
@@ -33,7 +34,17 @@ export interface RoomClosedEvent {
   type: "room-closed";
   reason: string;
 }
-export type ControlEvent = WelcomeEvent | PresenceEvent | SolvedEvent | RoomClosedEvent;
+/** A run shared by someone in the room (run/result.ts; docs/protocol.md). */
+export interface RunEvent {
+  type: "run";
+  run: SharedRun;
+}
+/** The room's last runs, sent to a joiner. */
+export interface RunsEvent {
+  type: "runs";
+  runs: SharedRun[];
+}
+export type ControlEvent = WelcomeEvent | PresenceEvent | SolvedEvent | RoomClosedEvent | RunEvent | RunsEvent;
 
 const ROLES: readonly string[] = ["mentor", "student", "watcher"];
 
@@ -70,6 +81,15 @@ export function parseControl(json: string): ControlEvent | null {
       return { type: "solved" };
     case "room-closed":
       return { type: "room-closed", reason: String(ev.reason ?? "") };
+    case "run": {
+      const run = parseSharedRun(ev.run);
+      return run ? { type: "run", run } : null;
+    }
+    case "runs": {
+      if (!Array.isArray(ev.runs)) return null;
+      const runs = ev.runs.map(parseSharedRun).filter((r): r is SharedRun => r !== null);
+      return { type: "runs", runs };
+    }
     default:
       return null;
   }

@@ -10,7 +10,9 @@ import * as Y from "yjs";
 
 import { backoffDelay } from "./backoff";
 import {
+  CLOSE,
   type ControlEvent,
+  encodeControl,
   MESSAGE_AUTH,
   MESSAGE_AWARENESS,
   MESSAGE_CONTROL,
@@ -23,7 +25,11 @@ import {
 
 const ANNOUNCE_MAX_PEERS = 40;
 
-export type Status = "connecting" | "connected" | "reconnecting" | "closed";
+export type Status = "connecting" | "connected" | "reconnecting" | "offline" | "closed";
+
+/** Close codes that refuse one update (too big), not the client: drop what was not
+ * shared and come back, rather than re-send it on every reconnect. */
+export const REFUSED_CODES: readonly number[] = [1009, CLOSE.DOC_TOO_LARGE];
 
 export interface ProviderOptions {
   bases: string[];
@@ -38,6 +44,8 @@ export interface ProviderOptions {
   /** Silence after which the gateway is probed (query-awareness), and given up on. */
   probeAfterMs?: number;
   deadAfterMs?: number;
+  /** The gateways' heartbeat interval (/api/config): sets the two silences above. */
+  heartbeatMs?: number | null;
 }
 
 export interface ProviderEvents {
@@ -48,6 +56,8 @@ export interface ProviderEvents {
   denied(reason: string): void;
   /** Closed with a do-not-reconnect code (4400–4499). */
   terminal(code: number, reason: string): void;
+  /** The gateway refused an update (too large): what was not shared is dropped. */
+  refused(code: number): void;
 }
 
 export class RoomProvider {
@@ -69,6 +79,8 @@ export class RoomProvider {
   private lastProbe = 0;
   private announceTimer: ReturnType<typeof setTimeout> | undefined;
   private destroyed = false;
+  private unsent = 0;
+  private lastLocal = false;
 
   constructor(
     private readonly opts: ProviderOptions,
@@ -81,7 +93,18 @@ export class RoomProvider {
     this.awareness = new awarenessProtocol.Awareness(this.doc);
     this.attachDoc();
     window.addEventListener("online", this.onOnline);
+    window.addEventListener("offline", this.onOffline);
     window.addEventListener("pagehide", this.onPageHide);
+  }
+
+  /** Bytes of edits made while disconnected (they go out as one message on reconnect). */
+  get unsentBytes(): number {
+    return this.unsent;
+  }
+
+  /** Whether the last change to the document was made here (not received). */
+  get lastChangeWasLocal(): boolean {
+    return this.lastLocal;
   }
 
   get connected(): boolean {
@@ -137,6 +160,7 @@ export class RoomProvider {
     clearTimeout(this.announceTimer);
     clearInterval(this.livenessTimer);
     window.removeEventListener("online", this.onOnline);
+    window.removeEventListener("offline", this.onOffline);
     window.removeEventListener("pagehide", this.onPageHide);
     const ws = this.ws;
     this.ws = null;
@@ -222,6 +246,7 @@ export class RoomProvider {
     clearTimeout(this.welcomeTimer);
     if (this.welcomed || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
     this.welcomed = true;
+    this.unsent = 0; // our step 2 answers the gateway's step 1 with all of it
     this.events.status("connected", { base: this.base, attempt: 0 });
     const step1 = encoding.createEncoder();
     encoding.writeVarUint(step1, MESSAGE_SYNC);
@@ -233,13 +258,17 @@ export class RoomProvider {
     for (const data of queued) this.receive(data);
   }
 
-  // A gateway that hangs (stopped, partitioned) never closes the socket: after a
-  // silence, ask it for the awareness states (it always answers, our own state is
-  // there); if it still says nothing, drop the socket and move to the next gateway.
+  // A gateway that hangs (stopped, partitioned) or a network that silently drops
+  // everything never closes the socket. A gateway sends a heartbeat every
+  // `heartbeatMs`; after a silence longer than that, ask it for the awareness states
+  // (it always answers, our own state is there); if it still says nothing, drop the
+  // socket and try again (the next gateway). Without a known heartbeat (an older
+  // gateway), the silences are long, as awareness renewals are every 15 s.
   private watchLiveness(ws: WebSocket): void {
     clearInterval(this.livenessTimer);
-    const probeAfter = this.opts.probeAfterMs ?? 15_000;
-    const deadAfter = this.opts.deadAfterMs ?? 35_000;
+    const hb = this.opts.heartbeatMs;
+    const probeAfter = this.opts.probeAfterMs ?? (hb ? hb + 1500 : 15_000);
+    const deadAfter = this.opts.deadAfterMs ?? (hb ? 2 * hb + 1500 : 35_000);
     this.livenessTimer = setInterval(() => {
       if (this.ws !== ws) return;
       const now = Date.now();
@@ -267,6 +296,14 @@ export class RoomProvider {
     this.pending = [];
     this.dropRemoteAwareness();
     if (this.destroyed) return;
+    if (REFUSED_CODES.includes(code)) {
+      // Our last update was refused; on reconnect our step 2 would carry it again.
+      // Start from the room's copy instead: what was not shared is dropped, once.
+      this.events.refused(code);
+      this.resetDoc();
+      this.scheduleReconnect();
+      return;
+    }
     if (!shouldReconnect(code)) {
       this.events.status("closed", { base: this.base, attempt: this.attempt });
       this.events.terminal(code, reason);
@@ -281,7 +318,7 @@ export class RoomProvider {
     this.ws = null;
     const delayMs = backoffDelay(this.attempt);
     this.attempt += 1;
-    this.events.status("reconnecting", {
+    this.events.status(navigator.onLine === false ? "offline" : "reconnecting", {
       base: this.opts.bases[this.index],
       attempt: this.attempt,
       delayMs,
@@ -291,7 +328,30 @@ export class RoomProvider {
   }
 
   private readonly onOnline = (): void => {
-    if (!this.ws && !this.destroyed && this.retryTimer !== undefined) this.connect();
+    if (!this.ws && !this.destroyed && this.retryTimer !== undefined) {
+      this.attempt = 0;
+      this.connect();
+    }
+  };
+
+  // The browser knows at once that the network is gone, while the socket usually just
+  // stalls: say so now, drop the socket, and come back on "online" (or by backoff).
+  private readonly onOffline = (): void => {
+    const ws = this.ws;
+    if (this.destroyed) return;
+    if (!ws) {
+      if (this.retryTimer !== undefined) this.events.status("offline", { base: this.base, attempt: this.attempt });
+      return;
+    }
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.onopen = null;
+    try {
+      ws.close();
+    } catch {
+      /* already closing */
+    }
+    this.onClosed(1006, "offline");
   };
 
   private readonly onPageHide = (): void => {
@@ -300,6 +360,13 @@ export class RoomProvider {
       awarenessProtocol.removeAwarenessStates(this.awareness, [this.doc.clientID], "local");
     }
   };
+
+  /** Send a control message (type 100) to the gateway; false when not connected. */
+  sendControl(ev: object): boolean {
+    if (this.ws?.readyState !== WebSocket.OPEN || !this.welcomed) return false;
+    this.send(encodeControl(ev));
+    return true;
+  }
 
   private send(data: Uint8Array): void {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(data as Uint8Array<ArrayBuffer>);
@@ -327,8 +394,13 @@ export class RoomProvider {
   // --- the document ----------------------------------------------------------------
 
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    this.lastLocal = origin !== this;
     // Edits made while offline stay in the doc and reach the server through sync step 2.
-    if (origin === this || !this.connected) return;
+    if (origin === this) return;
+    if (!this.connected) {
+      this.unsent += update.length;
+      return;
+    }
     const enc = encoding.createEncoder();
     encoding.writeVarUint(enc, MESSAGE_SYNC);
     syncProtocol.writeUpdate(enc, update);
@@ -377,6 +449,7 @@ export class RoomProvider {
     this.doc.destroy();
     this.doc = new Y.Doc();
     this.awareness = new awarenessProtocol.Awareness(this.doc);
+    this.unsent = 0;
     if (local?.user) this.awareness.setLocalStateField("user", local.user);
     this.attachDoc();
     this.events.docReset();

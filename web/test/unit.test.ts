@@ -151,3 +151,38 @@ test("hues: parsing, distance, and the freest hue", async () => {
   const h = freestHue([0, 120, 240], 10);
   assert.ok([60, 180, 300].includes(h), String(h));
 });
+
+test("limits: an edit too large to share is refused with the limit, others pass", async () => {
+  const { DEFAULT_LIMITS, formatBytes, parseLimits, refusal, utf8Length, UPDATE_OVERHEAD } = await import("../src/limits");
+  const limits = parseLimits({ maxFrameBytes: 262144, maxDocBytes: 1048576, maxUpdatesPerSecond: 50, updateBurst: 200 });
+  assert.deepEqual(limits, DEFAULT_LIMITS);
+  assert.deepEqual(parseLimits({ maxFrameBytes: -1, maxDocBytes: "x" }), DEFAULT_LIMITS);
+  assert.deepEqual(parseLimits(null), DEFAULT_LIMITS);
+  assert.equal(refusal(0, 0, 0, limits), null);
+  assert.equal(refusal(10, 100, 0, limits), null);
+  assert.equal(refusal(262144 - UPDATE_OVERHEAD, 0, 0, limits), null);
+  assert.match(refusal(400_000, 0, 0, limits) ?? "", /\(391 KB\) is larger than the room can share at once \(255 KB\)/);
+  assert.match(refusal(200_000, 0, 100_000, limits) ?? "", /offline with 98 KB/);
+  assert.match(refusal(1000, 1_048_000, 0, limits) ?? "", /limit of 1 MB/);
+  assert.equal(utf8Length("aé€😀"), 1 + 2 + 3 + 4);
+  assert.equal(formatBytes(512), "512 bytes");
+  assert.equal(formatBytes(1536 * 1024), "1.5 MB");
+});
+
+test("lobby: natural order and search by every word, filter by language", async () => {
+  const { filterBlocks, sortBlocks } = await import("../src/lobby");
+  const b = (id: string, title: string, language = "javascript", description = "") => ({ id, title, language, description });
+  const blocks = [b("1", "Room 10"), b("2", "Room 2"), b("3", "room 1"), b("4", "Binary search", "python", "Sorted lists")];
+  assert.deepEqual(sortBlocks(blocks).map((x) => x.title), ["Binary search", "room 1", "Room 2", "Room 10"]);
+  assert.deepEqual(filterBlocks(blocks, "  sorted  BINARY ", "").map((x) => x.id), ["4"]);
+  assert.deepEqual(filterBlocks(blocks, "", "Python").map((x) => x.id), ["4"]);
+  assert.deepEqual(filterBlocks(blocks, "room", "python"), []);
+  assert.equal(filterBlocks(blocks, "", "").length, 4);
+});
+
+test("share: file names from titles", async () => {
+  const { fileName } = await import("../src/share");
+  assert.equal(fileName("Sum two numbers!", "JavaScript"), "sum-two-numbers.js");
+  assert.equal(fileName("???", "python"), "code.py");
+  assert.equal(fileName("Notes", "ruby"), "notes.txt");
+});

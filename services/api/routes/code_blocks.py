@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
 from typing import Any
 
 from beanie import PydanticObjectId
-from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
+from redis.exceptions import RedisError
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.api.auth import require_admin
 from services.api.body import read_json, validate
-from services.api.deps import deps
+from services.api.deps import Deps, deps, redis_timeout
 from services.api.errors import ApiError
-from shared.db import admin_block, public_block, room_session_json
+from shared.db import (
+    BLOCK_COPY_MISSING_MS,
+    admin_block,
+    encode_block_copy,
+    public_block,
+    room_session_json,
+)
 from shared.documents import (
     BlockPatch,
     BlockSpec,
@@ -25,21 +33,9 @@ from shared.documents import (
     is_block_id,
     utcnow,
 )
+from shared.views import BlockSummary
 
 MAX_SESSIONS = 200
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class _Summary(BaseModel):
-    """Projection for the lobby list: the solution and template are never read."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: PydanticObjectId = Field(alias="_id")
-    slug: str
-    title: str
-    language: str
-    description: str = ""
 
 
 def _object_id(request: Request) -> PydanticObjectId:
@@ -61,30 +57,49 @@ def _duplicate(slug: str) -> ApiError:
 
 
 async def list_blocks(request: Request) -> Response:
-    """The lobby: every block as {id, slug, title, language, description}, by title."""
+    """The lobby: every block as {id, slug, title, language, description}, by title.
+
+    Served from the block cache (services/api/block_cache.py): X-Cache says hit, miss
+    or stale, Age how old the copy is."""
     d = deps(request)
-    async with d.mongo_op():
-        rows = await CodeBlock.find_all().sort("+title", "+_id").project(_Summary).to_list()
-    return JSONResponse(
-        [
-            {
-                "id": str(r.id),
-                "slug": r.slug,
-                "title": r.title,
-                "language": r.language,
-                "description": r.description,
-            }
-            for r in rows
-        ]
-    )
+
+    async def load() -> list[dict[str, str]]:
+        async with d.mongo_op():
+            # Only the summary's fields are read: never a template, never a solution.
+            rows = await CodeBlock.find_all().sort("+title", "+_id").project(BlockSummary).to_list()
+        return [row.body() for row in rows]
+
+    cached = await d.blocks.get("list", load)
+    return JSONResponse(cached.value, headers=cached.headers())
+
+
+async def _copy_for_gateways(d: Deps, block_id: str, doc: CodeBlock | None) -> None:
+    """Leave the block for the gateways' room opens (best effort: a cache)."""
+    ttl_ms = int(d.settings.block_cache_seconds * 1000)
+    if ttl_ms <= 0:
+        return
+    parts = (doc.template, doc.solution) if doc is not None else None
+    px = ttl_ms if doc is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
+    with contextlib.suppress(RedisError, TimeoutError, OSError):
+        async with asyncio.timeout(redis_timeout(d.settings)):
+            await d.redis.set(d.keys.block_copy(block_id), encode_block_copy(parts), px=px)
 
 
 async def get_block(request: Request) -> Response:
-    """One block with its template; never its solution."""
+    """One block with its template; never its solution (cached as the list is)."""
     block_id = _object_id(request)
-    async with deps(request).mongo_op():
-        doc = await _block_or_404(block_id)
-    return JSONResponse(public_block(doc))
+    d = deps(request)
+
+    async def load() -> dict[str, Any] | None:
+        async with d.mongo_op():
+            doc = await CodeBlock.get(block_id)
+        await _copy_for_gateways(d, str(block_id), doc)
+        return public_block(doc) if doc is not None else None
+
+    cached = await d.blocks.get(f"block:{block_id}", load)
+    if cached.value is None:
+        raise ApiError(404, "no such code block")
+    return JSONResponse(cached.value, headers=cached.headers())
 
 
 async def create_block(request: Request) -> Response:
@@ -98,6 +113,7 @@ async def create_block(request: Request) -> Response:
             await doc.insert()
         except DuplicateKeyError:
             raise _duplicate(spec.slug) from None
+    await d.blocks.invalidate(str(doc.id))
     return JSONResponse(
         admin_block(doc),
         status_code=201,
@@ -124,7 +140,11 @@ async def replace_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, spec.model_dump())
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
+
+
+_NULLABLE = frozenset({"run_timeout_seconds"})  # null sets the default back
 
 
 async def patch_block(request: Request) -> Response:
@@ -134,12 +154,15 @@ async def patch_block(request: Request) -> Response:
     block_id = _object_id(request)
     patch = validate(BlockPatch, await read_json(request, d.settings.max_body_bytes))
     changes = patch.model_dump(exclude_unset=True)
-    nulls = sorted(name for name, value in changes.items() if value is None)
+    nulls = sorted(
+        name for name, value in changes.items() if value is None and name not in _NULLABLE
+    )
     if nulls:
         raise ApiError(400, f"fields may not be null: {', '.join(nulls)}", code="invalid_input")
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await _write(doc, changes)
+    await d.blocks.invalidate(str(block_id))
     return JSONResponse(admin_block(doc))
 
 
@@ -151,6 +174,7 @@ async def delete_block(request: Request) -> Response:
     async with d.mongo_op():
         doc = await _block_or_404(block_id)
         await doc.delete()
+    await d.blocks.invalidate(str(block_id))
     return Response(status_code=204)
 
 
@@ -170,29 +194,25 @@ async def list_sessions(request: Request) -> Response:
     return JSONResponse([room_session_json(s) for s in sessions])
 
 
-def by_method(**handlers: Endpoint) -> Endpoint:
-    """One endpoint per path, so that 405 answers carry the full Allow header."""
+class CodeBlocks(HTTPEndpoint):
+    """/api/code-blocks (405 answers list the methods defined here in Allow)."""
 
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
+    get = staticmethod(list_blocks)
+    post = staticmethod(create_block)
 
-    return endpoint
+
+class CodeBlockItem(HTTPEndpoint):
+    """/api/code-blocks/{id}."""
+
+    get = staticmethod(get_block)
+    put = staticmethod(replace_block)
+    patch = staticmethod(patch_block)
+    delete = staticmethod(delete_block)
 
 
 routes = [
-    Route(
-        "/api/code-blocks",
-        by_method(GET=list_blocks, POST=create_block),
-        methods=["GET", "POST"],
-        name="code_blocks",
-    ),
-    Route(
-        "/api/code-blocks/{id}",
-        by_method(GET=get_block, PUT=replace_block, PATCH=patch_block, DELETE=delete_block),
-        methods=["GET", "PUT", "PATCH", "DELETE"],
-        name="code_block",
-    ),
+    Route("/api/code-blocks", CodeBlocks, name="code_blocks"),
+    Route("/api/code-blocks/{id}", CodeBlockItem, name="code_block"),
     Route(
         "/api/code-blocks/{id}/sessions",
         list_sessions,

@@ -13,13 +13,14 @@ from starlette.routing import Route
 
 from services.api.deps import deps
 from services.api.metrics import ApiMetrics
+from services.api.schemas import Health, Ready, ReadyChecks
 
 READY_TIMEOUT = 1.0  # seconds per dependency
 
 
 async def healthz(request: Request) -> Response:
     """Alive: answers as long as the process serves requests."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(Health().body())
 
 
 async def _check(probe: Callable[[], Awaitable[None]]) -> str:
@@ -43,13 +44,11 @@ async def readyz(request: Request) -> Response:
 
     mongo_state, redis_state = await asyncio.gather(_check(mongo), _check(d.redis_ping))
     ok = mongo_state == redis_state == "ok"
-    return JSONResponse(
-        {
-            "status": "ok" if ok else "unavailable",
-            "checks": {"mongodb": mongo_state, "redis": redis_state},
-        },
-        status_code=200 if ok else 503,
+    ready = Ready(
+        status="ok" if ok else "unavailable",
+        checks=ReadyChecks(mongodb=mongo_state, redis=redis_state),
     )
+    return JSONResponse(ready.body(), status_code=200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:

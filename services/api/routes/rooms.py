@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.api.deps import deps, redis_timeout
+from services.api.schemas import Rooms, RoomStatus
 
 _FIELDS = ("session", "n_mentor", "n_student", "n_watcher")
 
@@ -33,16 +34,16 @@ async def list_rooms(request: Request) -> Response:
                     pipe.hmget(d.keys.room(block_id).state, list(_FIELDS))
                 rows = await pipe.execute()
     rooms = [
-        {
-            "blockId": block_id,
-            "mentor": _count(n_mentor) > 0,
-            "students": _count(n_student),
-            "watchers": _count(n_watcher),
-        }
+        RoomStatus(
+            block_id=block_id,
+            mentor=_count(n_mentor) > 0,
+            students=_count(n_student),
+            watchers=_count(n_watcher),
+        )
         for block_id, (session, n_mentor, n_student, n_watcher) in zip(block_ids, rows, strict=True)
         if session
     ]
-    return JSONResponse({"rooms": rooms})
+    return JSONResponse(Rooms(rooms=rooms).body())
 
 
 routes = [Route("/api/rooms", list_rooms, methods=["GET"], name="rooms")]

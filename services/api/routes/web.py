@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 INDEX = STATIC_DIR / "index.html"
+RUNNER = STATIC_DIR / "runner.html"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -45,6 +47,38 @@ SECURITY_HEADERS: dict[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
 
+# The sandbox frame that runs user code (docs/web.md, "Running code"). The room page
+# loads it in an iframe with sandbox="allow-scripts" (an opaque origin); the policy's own
+# `sandbox` directive makes it sandboxed even when opened directly. It may run our
+# script and workers started from blob: URLs (the user's code is one), compile
+# WebAssembly (Pyodide), and connect nowhere: no fetch, XHR, WebSocket or EventSource;
+# its workers inherit the policy.
+RUNNER_CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self' blob: 'wasm-unsafe-eval'",
+        "worker-src blob:",
+        "connect-src 'none'",
+        "img-src 'none'",
+        "style-src 'none'",
+        "font-src 'none'",
+        "media-src 'none'",
+        "object-src 'none'",
+        "frame-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'self'",
+        "sandbox allow-scripts",
+    )
+)
+
+RUNNER_HEADERS: dict[str, str] = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": RUNNER_CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
 NO_CACHE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -64,6 +98,50 @@ async def page(request: Request) -> Response:
     )
 
 
+class _UnknownPage(BaseRoute):
+    """Any other path a person opens (a GET or HEAD that accepts HTML, outside /api/):
+    the shell with status 404, which shows the friendly not-found page. Everything else
+    matches nothing here, so /api/*, other methods and non-browser clients keep the
+    JSON 404 (or 405) of every other error."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return Match.NONE, {}
+        if str(scope["path"]).startswith("/api/"):
+            return Match.NONE, {}
+        accept = Headers(scope=scope).get("accept", "")
+        return (Match.FULL, {}) if "text/html" in accept else (Match.NONE, {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response: Response
+        if INDEX.is_file():
+            response = FileResponse(
+                INDEX,
+                status_code=404,
+                media_type="text/html; charset=utf-8",
+                headers={**SECURITY_HEADERS, "Cache-Control": NO_CACHE},
+            )
+        else:
+            response = await page(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+async def runner(request: Request) -> Response:
+    """The sandbox frame in which the room page runs code (no-cache: it names the bundle
+    version)."""
+    if not RUNNER.is_file():
+        return JSONResponse(
+            {"error": {"code": "bundle_missing", "message": "web bundle not built: run make web"}},
+            status_code=503,
+            headers={"Cache-Control": "no-store"},
+        )
+    return FileResponse(
+        RUNNER,
+        media_type="text/html; charset=utf-8",
+        headers={**RUNNER_HEADERS, "Cache-Control": NO_CACHE},
+    )
+
+
 class _BundleFiles:
     """StaticFiles plus cache and security headers.
 
@@ -77,7 +155,9 @@ class _BundleFiles:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
         versioned = b"v=" in scope.get("query_string", b"") or "/chunks/" in path
-        cache = IMMUTABLE if versioned and not path.endswith(".json") else NO_CACHE
+        # build-info.json is never cached; Pyodide's lock file is as versioned as the rest.
+        cacheable = not path.endswith(".json") or "/pyodide/" in path
+        cache = IMMUTABLE if versioned and cacheable else NO_CACHE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
@@ -94,5 +174,11 @@ class _BundleFiles:
 routes: list[BaseRoute] = [
     Route("/", page, methods=["GET", "HEAD"], name="lobby_page"),
     Route("/blocks/{id}", page, methods=["GET", "HEAD"], name="room_page"),
+    Route("/run/sandbox", runner, methods=["GET", "HEAD"], name="run_sandbox"),
     Mount("/static", app=_BundleFiles(STATIC_DIR), name="static"),
+]
+
+# Last of all the app's routes (services/api/app.py), after every real one.
+fallback: list[BaseRoute] = [
+    _UnknownPage(),
 ]

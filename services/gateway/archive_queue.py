@@ -1,0 +1,385 @@
+"""The archive queue: closed sessions wait in a Redis stream until MongoDB holds them.
+
+Design, keys and failure cases: docs/redis.md ("The archive queue"). This module has
+the record's codec and the MongoDB write (pure or nearly), the enqueue script, and the
+`Drainer`: one task per gateway that moves batches from the stream to MongoDB,
+acknowledging an entry only once MongoDB holds its session (a duplicate is success).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pymongo
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+from redis.asyncio import Redis
+from redis.backoff import FullJitterBackoff
+from redis.exceptions import ResponseError
+
+from shared.keys import ARCHIVE_GROUP, Keys
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique-index violation
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One closed session, as it travels through the queue (times in ms since the epoch)."""
+
+    session_id: str
+    block_id: str
+    started_at: int
+    ended_at: int
+    final_code: str
+    solved: bool
+    peak_students: int
+    reason: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SessionRecord:
+        """Raises ValueError/TypeError on anything that is not a record we wrote."""
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        record = cls(**data)
+        if not isinstance(record.session_id, str) or not record.session_id:
+            raise ValueError("no session id")
+        return record
+
+    def document(self) -> Json:
+        """The `RoomSession` document (collection ``room_sessions``), without ``_id``."""
+        return {
+            "block_id": self.block_id,
+            "session_id": self.session_id,
+            "started_at": datetime.fromtimestamp(self.started_at / 1000, UTC),
+            "ended_at": datetime.fromtimestamp(self.ended_at / 1000, UTC),
+            "final_code": self.final_code,
+            "solved": self.solved,
+            "peak_students": self.peak_students,
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What one insert_many did: per record index, archived (new or duplicate) or not."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # index -> error message
+
+
+async def insert_sessions(
+    collection: AsyncCollection[Json], records: list[SessionRecord], seconds: float
+) -> WriteOutcome:
+    """One unordered insert_many; a duplicate session id (code 11000) counts as archived.
+
+    Raises when the write as a whole failed (unreachable, timed out): nothing is known
+    to be archived then, and the caller retries the batch."""
+    if not records:
+        return WriteOutcome()
+    docs = [r.document() for r in records]
+    try:
+        with pymongo.timeout(seconds):
+            result = await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        details = exc.details
+        if details.get("writeConcernErrors"):
+            raise
+        outcome = WriteOutcome(inserted=int(details.get("nInserted", 0)))
+        for error in details.get("writeErrors", []):
+            if error.get("code") == DUPLICATE_KEY:
+                outcome.duplicates += 1
+            else:
+                outcome.failed[int(error["index"])] = str(error.get("errmsg", error))
+        return outcome
+    return WriteOutcome(inserted=len(result.inserted_ids))
+
+
+# KEYS: queue, refused counter. ARGV: max length, then encoded records.
+# Appends records while the stream is shorter than the bound; returns how many it took
+# (the first N); counts the rest as refused. Never trims: trimming would drop records.
+ENQUEUE = """
+local n = redis.call('XLEN', KEYS[1])
+local max = tonumber(ARGV[1])
+local added = 0
+for i = 2, #ARGV do
+  if n + added >= max then break end
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
+  added = added + 1
+end
+local refused = #ARGV - 1 - added
+if refused > 0 then redis.call('INCRBY', KEYS[2], refused) end
+return added
+"""
+
+
+class ArchiveQueue:
+    """The Redis side of the queue: enqueue, read, claim, acknowledge (one slot)."""
+
+    def __init__(self, redis: Redis, keys: Keys, max_len: int) -> None:
+        self.redis = redis
+        self.key = keys.archive_queue
+        self.refused_key = keys.archive_refused
+        self.max_len = max_len
+        self._enqueue = redis.register_script(ENQUEUE)
+
+    async def enqueue(self, records: list[SessionRecord]) -> int:
+        """Append records; how many were taken (the rest were refused: queue full)."""
+        args: list[bytes | int] = [self.max_len, *(r.encode() for r in records)]
+        return int(await self._enqueue(keys=[self.key, self.refused_key], args=args))
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.key, ARCHIVE_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_own_pending(self, consumer: str, count: int) -> list[tuple[bytes, Any]]:
+        """Entries delivered to this consumer and not acknowledged (re-delivered)."""
+        reply = await self.redis.xreadgroup(ARCHIVE_GROUP, consumer, {self.key: "0"}, count=count)
+        return _entries(reply)
+
+    async def claim_idle(self, consumer: str, idle_ms: int, count: int) -> list[tuple[bytes, Any]]:
+        """Entries other consumers left pending for more than idle_ms, now ours."""
+        reply = await self.redis.xautoclaim(
+            self.key, ARCHIVE_GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
+        )
+        return [(eid, fields) for eid, fields in reply[1] if eid is not None]
+
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[tuple[bytes, Any]]:
+        reply = await self.redis.xreadgroup(
+            ARCHIVE_GROUP, consumer, {self.key: ">"}, count=count, block=block_ms
+        )
+        return _entries(reply)
+
+    async def acknowledge(self, ids: list[bytes]) -> int:
+        """XACK + XDEL (one MULTI); returns the queue depth after."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if ids:
+                pipe.xack(self.key, ARCHIVE_GROUP, *ids)
+                pipe.xdel(self.key, *ids)
+            pipe.xlen(self.key)
+            replies = await pipe.execute()
+        return int(replies[-1])
+
+    async def depth(self) -> int:
+        return int(await self.redis.xlen(self.key))
+
+    async def forget_idle_consumers(self, me: str, idle_ms: int) -> None:
+        """Delete consumers with nothing pending, idle for idle_ms (dead gateways)."""
+        for info in await self.redis.xinfo_consumers(self.key, ARCHIVE_GROUP):
+            name = info["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name != me and int(info["pending"]) == 0 and int(info["idle"]) > idle_ms:
+                await self.redis.xgroup_delconsumer(self.key, ARCHIVE_GROUP, name)
+
+    async def pending_of(self, consumer: str) -> int:
+        for info in await self.redis.xinfo_consumers(self.key, ARCHIVE_GROUP):
+            name = info["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name == consumer:
+                return int(info["pending"])
+        return 0
+
+    async def drop_consumer(self, consumer: str) -> None:
+        await self.redis.xgroup_delconsumer(self.key, ARCHIVE_GROUP, consumer)
+
+
+def _entries(reply: Any) -> list[tuple[bytes, Any]]:
+    """The entries of an XREADGROUP reply on one stream (list or RESP3 dict form)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        streams = list(reply.values())
+        return list(streams[0][0]) if streams and streams[0] else []
+    return list(reply[0][1])
+
+
+@dataclass(slots=True)
+class DrainStats:
+    archived: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    failures: int = 0
+    depth: int = 0
+    failing_since: float | None = None  # monotonic time of the first failure in a row
+    last_error: str = ""
+
+    def details(self) -> Json:
+        """For /readyz: the depth and whether MongoDB writes currently fail."""
+        out: Json = {"queue_depth": self.depth, "archived": self.archived}
+        if self.failing_since is not None:
+            out["failing_for_seconds"] = round(time.monotonic() - self.failing_since, 1)
+            out["last_error"] = self.last_error[:200]
+        return out
+
+
+class Drainer:
+    """Moves closed sessions from the queue to MongoDB, a batch at a time.
+
+    `collection` is called for every batch: it returns the MongoDB collection once the
+    database is ready (raising while it is not), so a drainer started before MongoDB is
+    reachable just backs off."""
+
+    IDLE_CONSUMER_MS = 3_600_000
+    MAX_DELAY = 15.0
+
+    def __init__(
+        self,
+        queue: ArchiveQueue,
+        consumer: str,
+        collection: Any,
+        *,
+        batch: int,
+        claim_idle_seconds: float,
+        write_timeout: float,
+        block_ms: int = 1000,
+        stats: DrainStats | None = None,
+    ) -> None:
+        self.queue = queue
+        self.consumer = consumer
+        self._collection = collection
+        self.batch = batch
+        self._size = batch  # adapts: halves after a timeout, grows back after successes
+        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        self.write_timeout = write_timeout
+        self.block_ms = block_ms
+        self.stats = stats if stats is not None else DrainStats()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._own_pending = True  # at start: whatever a previous life left us
+        self._next_claim = 0.0
+        self._backoff = FullJitterBackoff(cap=self.MAX_DELAY, base=0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="archive-drainer")
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Let a batch in flight finish (up to grace), then stop; unacknowledged entries
+        stay pending and are claimed by another drainer after the idle time."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            if await self.queue.pending_of(self.consumer) == 0:
+                await self.queue.drop_consumer(self.consumer)
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self.queue.ensure_group()
+                entries = await self._next_entries()
+                if entries:
+                    await self._drain(entries)
+                else:
+                    self.stats.depth = await self.queue.depth()
+                failures = 0
+                self.stats.failing_since = None
+            except Exception as exc:
+                failures += 1
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if self.stats.failing_since is None:
+                    self.stats.failing_since = time.monotonic()
+                self._own_pending = True
+                if isinstance(exc, TimeoutError) or getattr(exc, "timeout", False):
+                    self._size = max(1, self._size // 2)
+                delay = self._backoff.compute(failures)
+                log.warning(
+                    "archive batch failed (%s); queue depth %d; retrying in %.1fs",
+                    self.stats.last_error,
+                    self.stats.depth,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+
+    async def _next_entries(self) -> list[tuple[bytes, Any]]:
+        n = self._size
+        if self._own_pending:
+            entries = await self.queue.read_own_pending(self.consumer, n)
+            if entries:
+                return entries
+            self._own_pending = False
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + max(0.5, self.claim_idle_ms / 4000)
+            entries = await self.queue.claim_idle(self.consumer, self.claim_idle_ms, n)
+            if entries:
+                log.info("claimed %d archive entries left pending by another", len(entries))
+                return entries
+            with contextlib.suppress(Exception):
+                await self.queue.forget_idle_consumers(self.consumer, self.IDLE_CONSUMER_MS)
+        if self._stopping.is_set():
+            return []
+        return await self.queue.read_new(self.consumer, n, self.block_ms)
+
+    async def _drain(self, entries: list[tuple[bytes, Any]]) -> None:
+        started = time.monotonic()
+        ids: list[bytes] = []
+        records: list[SessionRecord] = []
+        record_ids: list[bytes] = []
+        for eid, fields in entries:
+            if not fields:  # deleted while pending: nothing left to archive
+                ids.append(eid)
+                continue
+            raw = fields.get(b"r") if isinstance(fields, dict) else None
+            try:
+                if raw is None:
+                    raise ValueError("no record field")
+                records.append(SessionRecord.decode(raw))
+                record_ids.append(eid)
+            except (ValueError, TypeError) as exc:
+                log.error("archive entry %r is not a session record (%s): %r", eid, exc, fields)
+                ids.append(eid)  # it can never be written: drop it, loudly
+        self._own_pending = True  # until this batch is acknowledged
+        outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        for index, eid in enumerate(record_ids):
+            if index in outcome.failed:
+                log.error(
+                    "session %s not archived (kept in the queue): %s",
+                    records[index].session_id,
+                    outcome.failed[index],
+                )
+            else:
+                ids.append(eid)
+        self.stats.depth = await self.queue.acknowledge(ids)
+        if not outcome.failed:
+            self._own_pending = False
+        self._size = min(self.batch, self._size * 2)
+        self.stats.archived += outcome.inserted + outcome.duplicates
+        self.stats.duplicates += outcome.duplicates
+        self.stats.batches += 1
+        log.info(
+            "archived %d sessions (%d new, %d already there, %d failed) in %.0f ms; queue depth %d",
+            len(records) - len(outcome.failed),
+            outcome.inserted,
+            outcome.duplicates,
+            len(outcome.failed),
+            (time.monotonic() - started) * 1000,
+            self.stats.depth,
+        )
+        if outcome.failed:
+            raise RuntimeError(f"{len(outcome.failed)} sessions could not be written")
