@@ -121,7 +121,10 @@ async def until_ready(port: int, within: float) -> None:
         await asyncio.sleep(0.05)
 
 
+# Each test starts the whole system (most of a minute on a loaded 2-core machine) and
+# waits for restarts: more than the suite's default 120 s timeout allows.
 @pytest.mark.slow
+@pytest.mark.timeout(scaled(240))
 def test_an_api_that_dies_is_restarted_and_a_dependency_that_dies_stops_everything(
     tmp_path: Path,
 ) -> None:
@@ -157,6 +160,7 @@ def test_an_api_that_dies_is_restarted_and_a_dependency_that_dies_stops_everythi
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(scaled(240))
 def test_a_crash_loop_stops_everything_with_a_clear_message(tmp_path: Path) -> None:
     run = DevRun(tmp_path, 0).start()
     try:
@@ -189,6 +193,7 @@ def test_a_crash_loop_stops_everything_with_a_clear_message(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(scaled(240))
 async def test_a_killed_gateway_comes_back_and_its_room_lives_on(tmp_path: Path) -> None:
     run = DevRun(tmp_path, 2)
     run.env.update(

@@ -166,7 +166,7 @@ class Gateway:
             gateway_id,
             AdmissionPolicy.from_settings(settings),
             store,
-            BlockSource(self.gate, self.redis, keys, settings),
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
             RoomLoader(registry, store, limits, follower.on_loaded),
             registry,
             FramePath(gateway_id, keys, delivery, outbox, runs, metrics),

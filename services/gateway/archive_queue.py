@@ -49,7 +49,7 @@ class SessionRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def decode(cls, raw: bytes) -> SessionRecord:
+    def decode(cls, raw: bytes | str) -> SessionRecord:
         """Raises ValueError/TypeError on anything that is not a record we wrote."""
         data = orjson.loads(raw)
         if not isinstance(data, dict):
@@ -237,7 +237,7 @@ class Drainer:
     reachable just backs off."""
 
     IDLE_CONSUMER_MS = 3_600_000
-    MAX_DELAY = 15.0
+    MAX_DELAY = 5.0
 
     def __init__(
         self,
@@ -262,17 +262,30 @@ class Drainer:
         self.stats = stats if stats is not None else DrainStats()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._own_pending = True  # at start: whatever a previous life left us
         self._next_claim = 0.0
         self._backoff = FullJitterBackoff(cap=self.MAX_DELAY, base=0.5)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="archive-drainer")
+        self._watch = asyncio.create_task(self._watch_depth(), name="archive-depth")
+
+    async def _watch_depth(self, interval: float = 1.0) -> None:
+        """The depth, once a second, even while a batch hangs on MongoDB."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                self.stats.depth = await self.queue.depth()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
 
     async def stop(self, grace: float = 2.0) -> None:
         """Let a batch in flight finish (up to grace), then stop; unacknowledged entries
         stay pending and are claimed by another drainer after the idle time."""
         self._stopping.set()
+        if self._watch is not None:
+            self._watch.cancel()
         if self._task is None:
             return
         done, _ = await asyncio.wait({self._task}, timeout=grace)
@@ -292,8 +305,6 @@ class Drainer:
                 entries = await self._next_entries()
                 if entries:
                     await self._drain(entries)
-                else:
-                    self.stats.depth = await self.queue.depth()
                 failures = 0
                 self.stats.failing_since = None
             except Exception as exc:

@@ -22,6 +22,7 @@ from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.gateway.metrics import GatewayMetrics
 from shared.db import (
     BLOCK_COPY_MISSING_MS,
     MongoGate,
@@ -35,7 +36,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_IDS_PER_QUERY = 200
+MAX_IDS_PER_QUERY = 50
 MAX_CACHED = 10000
 
 
@@ -51,7 +52,14 @@ class Block:
 
 
 class BlockSource:
-    def __init__(self, gate: MongoGate, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self,
+        gate: MongoGate,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._gate = gate
         self._redis = redis
         self._keys = keys
@@ -60,8 +68,8 @@ class BlockSource:
         self._cache: dict[str, tuple[float, Block | None]] = {}
         self._inflight: dict[str, asyncio.Future[Block | None]] = {}
         self._wanted: list[str] = []
-        self._lookups: set[asyncio.Task[None]] = set()
-        self.mongo_reads = 0  # blocks read from MongoDB (for tests and figures)
+        self._loader: asyncio.Task[None] | None = None
+        self._metrics = metrics
 
     @staticmethod
     def valid_id(block_id: str) -> bool:
@@ -79,8 +87,8 @@ class BlockSource:
             future = asyncio.get_running_loop().create_future()
             self._inflight[block_id] = future
             self._wanted.append(block_id)
-            if len(self._wanted) == 1:  # first miss of this tick: look up after it
-                asyncio.get_running_loop().call_soon(self._look_up_wanted)
+            if self._loader is None or self._loader.done():
+                self._loader = asyncio.create_task(self._load_wanted(), name="block-loader")
         try:
             return await asyncio.shield(future)
         except BlockUnavailable:
@@ -88,35 +96,52 @@ class BlockSource:
                 return cached[1]  # stale but better than refusing a live room
             raise
 
-    def _look_up_wanted(self) -> None:
-        wanted, self._wanted = self._wanted, []
-        for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
-            task = asyncio.create_task(self._look_up(wanted[start : start + MAX_IDS_PER_QUERY]))
-            self._lookups.add(task)
-            task.add_done_callback(self._lookups.discard)
-
-    async def _look_up(self, ids: list[str]) -> None:
-        found: dict[str, Block | None] = {}
+    async def _load_wanted(self) -> None:
+        """The one loader of this process: Redis copies first (one MGET for every block
+        wanted), then MongoDB, one ``$in`` query of a few dozen blocks at a time (the
+        embedded server answers a few big queries far slower than many small ones in
+        turn). If MongoDB fails, every block still wanted fails at once: nobody queues
+        behind a server that is away."""
+        await asyncio.sleep(0)  # the rest of this tick's misses join the first batch
         try:
+            await self._load_loop()
+        except BaseException as exc:  # never leave a join waiting on a dead loader
+            self._fail([*self._inflight], exc)
+            raise
+
+    async def _load_loop(self) -> None:
+        while self._wanted:
+            ids, self._wanted = self._wanted, []
             found = await self._from_redis(ids)
+            self._settle(found)
             missing = [i for i in ids if i not in found]
-            if missing:
-                loaded = await self._from_mongo(missing)
-                found.update(loaded)
+            for start in range(0, len(missing), MAX_IDS_PER_QUERY):
+                chunk = missing[start : start + MAX_IDS_PER_QUERY]
+                try:
+                    loaded = await self._from_mongo(chunk)
+                except Exception as exc:
+                    rest, self._wanted = missing[start:] + self._wanted, []
+                    log.warning("loading %d blocks failed: %r", len(rest), exc)
+                    self._fail(rest, exc)
+                    break
+                self._settle(loaded)
                 await self._copy_to_redis(loaded)
-            error: BaseException | None = None
-        except Exception as exc:
-            error = exc
+
+    def _settle(self, found: dict[str, Block | None]) -> None:
         now = time.monotonic()
         if len(self._cache) > MAX_CACHED:
             self._cache.clear()
+        for block_id, block in found.items():
+            self._cache[block_id] = (now, block)
+            future = self._inflight.pop(block_id, None)
+            if future is not None and not future.done():
+                future.set_result(block)
+
+    def _fail(self, ids: list[str], error: BaseException) -> None:
         for block_id in ids:
-            future = self._inflight.pop(block_id)
-            if block_id in found:
-                self._cache[block_id] = (now, found[block_id])
-                future.set_result(found[block_id])
-            else:
-                future.set_exception(BlockUnavailable(str(error)))
+            future = self._inflight.pop(block_id, None)
+            if future is not None and not future.done():
+                future.set_exception(BlockUnavailable(repr(error)))
                 future.exception()  # retrieved: nobody may be waiting any more
 
     async def _from_redis(self, ids: list[str]) -> dict[str, Block | None]:
@@ -140,7 +165,8 @@ class BlockSource:
                 {"template": 1, "solution": 1},
             )
             docs = await cursor.to_list()
-        self.mongo_reads += len(ids)
+        if self._metrics is not None:
+            self._metrics.block_mongo_reads += len(ids)
         out: dict[str, Block | None] = dict.fromkeys(ids)
         for doc in docs:
             block_id = str(doc["_id"])

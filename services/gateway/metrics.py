@@ -25,6 +25,7 @@ class GatewayMetrics(Collector):
         self.publishes = 0  # update batches appended to room logs
         self.redis_messages: defaultdict[bytes, int] = defaultdict(int)  # by channel kind
         self.archive = DrainStats()  # kept by the archive drainer
+        self.block_mongo_reads = 0  # blocks read from MongoDB (misses of memory and Redis)
         r.register(self)
         self.connections = Gauge("coderoom_gateway_connections", "Open room sockets.", registry=r)
         self.rooms = Gauge("coderoom_gateway_rooms", "Rooms served by this gateway.", registry=r)
@@ -78,6 +79,11 @@ class GatewayMetrics(Collector):
         for kind, count in sorted(self.redis_messages.items()):
             family.add_metric([kind.decode(errors="replace")], count)
         yield family
+        yield CounterMetricFamily(
+            "coderoom_gateway_block_mongo_reads",
+            "Code blocks read from MongoDB (not found in memory nor in Redis).",
+            self.block_mongo_reads,
+        )
         a = self.archive
         yield GaugeMetricFamily(
             "coderoom_gateway_archive_queue_depth",

@@ -151,9 +151,12 @@ async def test_redis_restart_while_students_type(fleet2: Fleet) -> None:
     await room.close()
 
 
-def catchups(fleet: Fleet) -> list[float]:
-    """Each gateway's count of room-log reads (``coderoom_gateway_catchups_total``)."""
-    return [scrape(g.url)["coderoom_gateway_catchups_total"] for g in fleet.gateways]
+def catchups(fleet: Fleet) -> list[tuple[float, float]]:
+    """Each gateway's (room resyncs, room-log reads) so far."""
+    scraped = [scrape(g.url) for g in fleet.gateways]
+    return [
+        (m["coderoom_gateway_resyncs_total"], m["coderoom_gateway_catchups_total"]) for m in scraped
+    ]
 
 
 async def test_pubsub_connection_dropped(fleet2: Fleet) -> None:
@@ -170,15 +173,18 @@ async def test_pubsub_connection_dropped(fleet2: Fleet) -> None:
     await asyncio.sleep(1.0)
     edits = await room.stop_typing()
     took = await room.wait_converged(15)
-    read = [b - a for a, b in zip(before, catchups(fleet2), strict=True)]
+    after = catchups(fleet2)
+    resyncs = [b[0] - a[0] for a, b in zip(before, after, strict=True)]
+    read = [b[1] - a[1] for a, b in zip(before, after, strict=True)]
     print(
         f"\npub/sub dropped {killed} times over 2s: {edits} edits, converged {took:.2f}s after "
-        f"typing stopped; log catch-ups per gateway {read}"
+        f"typing stopped; per gateway: room resyncs {resyncs}, log catch-ups {read}"
     )
     assert killed >= 2
     # Every gateway serves every room here; each reconnect of its pub/sub connection
-    # resyncs its rooms, which ends reading each room's log for what it missed.
-    assert all(n >= len(room.rooms) for n in read), read
+    # resyncs each room, and a resync ends reading the room's log for what it missed.
+    assert all(r >= len(room.rooms) for r in resyncs), resyncs
+    assert all(n >= r for n, r in zip(read, resyncs, strict=True)), (read, resyncs)
     await room.close()
 
 
