@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from beanie import Document
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,6 +128,56 @@ class CodeBlock(Document):
         )
 
 
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class ChatRecord(BaseModel):
+    """One chat message of an archived session (author and role as the gateway set them)."""
+
+    id: str
+    name: str
+    role: Literal["mentor", "student"]
+    text: str
+    at: datetime
+
+    @classmethod
+    def from_event(cls, message: dict[str, Any]) -> ChatRecord:
+        """From the ``message`` of a ``chat`` event (docs/protocol.md)."""
+        return cls(
+            id=message["id"],
+            name=message["name"],
+            role=message["role"],
+            text=message["text"],
+            at=_from_ms(message["at"]),
+        )
+
+
+class HintRecord(BaseModel):
+    """One mentor hint of an archived session: the line it was written on, and when
+    (if ever) it was resolved."""
+
+    id: str
+    name: str
+    text: str
+    line: int
+    at: datetime
+    resolved_at: datetime | None = None
+
+    @classmethod
+    def from_event(cls, hint: dict[str, Any]) -> HintRecord:
+        """From a hint of a ``chat-history`` event (docs/protocol.md)."""
+        resolved = hint.get("resolvedAt")
+        return cls(
+            id=hint["id"],
+            name=hint["name"],
+            text=hint["text"],
+            line=hint["line"],
+            at=_from_ms(hint["at"]),
+            resolved_at=_from_ms(resolved) if resolved is not None else None,
+        )
+
+
 class RoomSession(Document):
     """The archive of one room's life, from its mentor's arrival to its closing."""
 
@@ -139,6 +189,11 @@ class RoomSession(Document):
     solved: bool = False
     peak_students: int = Field(0, ge=0)
     reason: str = ""  # why it closed, e.g. "mentor-left", "gateway-died"
+    # The compressed replay (shared/replay.py) lives in the same document as the binary
+    # field ``replay``, which only the replay route reads (lists project it out).
+    replay_bytes: int = Field(0, ge=0)
+    chat: list[ChatRecord] = Field(default_factory=list)  # the room chat, oldest first
+    hints: list[HintRecord] = Field(default_factory=list)  # the mentor's hints, oldest first
 
     class Settings:
         name = "room_sessions"

@@ -24,10 +24,13 @@ class RoomKeys:
     doc: str  # string: snapshot (a Yjs update holding the state at snap_seq)
     channel: str  # pub/sub channel of the room
     tomb: str  # string: the session that closed last (so a lost Redis is told from a close)
+    history: str  # stream: the session's timestamped record for replay (docs/replay.md)
     runs: str  # list: the last runs shared in the room (not one of the scripts' KEYS)
+    chat: str  # list: the room's last chat messages (services/gateway/chat.py)
+    hints: str  # list: the room's last hints and their resolutions
 
     def as_list(self) -> list[str]:
-        return [self.state, self.members, self.log, self.doc, self.channel, self.tomb]
+        return [self.state, self.members, self.log, self.doc, self.channel, self.tomb, self.history]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,10 @@ class Keys:
             doc=f"{tag}:doc",
             channel=f"{tag}:ch",
             tomb=f"{tag}:closed",
+            history=f"{tag}:history",
             runs=f"{tag}:runs",
+            chat=f"{tag}:chat",
+            hints=f"{tag}:hints",
         )
 
     @property

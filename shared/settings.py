@@ -160,6 +160,18 @@ class Settings(BaseSettings):
     trust_proxy_headers: bool = Field(
         False, description="Take the client address from X-Forwarded-For (behind an ingress)."
     )
+    history_max_bytes: int = Field(
+        4194304,
+        ge=0,
+        description="Update bytes a room's replay history keeps in Redis; beyond, edits stop "
+        "being recorded (events still are) and the replay jumps to the final code.",
+    )
+    replay_max_bytes: int = Field(
+        262144,
+        ge=4096,
+        description="Largest stored replay of a session (compressed); a longer history is "
+        "coarsened (docs/replay.md).",
+    )
     log_compact_entries: int = Field(
         200, ge=10, description="Update-log entries after which a room is compacted."
     )

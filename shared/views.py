@@ -10,7 +10,7 @@ copy an allow-list of fields: the public ones can never carry a block's solution
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from beanie import PydanticObjectId
 from pydantic import (
@@ -106,6 +106,27 @@ class AdminBlock(Block):
     solution: Code = ""
 
 
+class ChatMessageView(View):
+    """A chat message of an archived session (author and role as the gateway set them)."""
+
+    id: str
+    name: str
+    role: Literal["mentor", "student"]
+    text: str = Field(max_length=1000)
+    at: Time = None
+
+
+class HintView(View):
+    """A mentor hint of an archived session: its line, when written, when resolved."""
+
+    id: str
+    name: str
+    text: str = Field(max_length=1000)
+    line: int = Field(ge=1)
+    at: Time = None
+    resolved_at: Time = None
+
+
 class RoomSessionView(View):
     """An archived room session (admin responses only)."""
 
@@ -118,3 +139,8 @@ class RoomSessionView(View):
     solved: bool = False
     peak_students: int = Field(0, ge=0)
     reason: str = ""
+    replay_bytes: int = Field(
+        0, ge=0, description="Size of the stored replay (GET /api/sessions/{sessionId}/replay)."
+    )
+    chat: list[ChatMessageView] = Field(default_factory=list)
+    hints: list[HintView] = Field(default_factory=list)

@@ -17,6 +17,7 @@ test green by vanishing.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,23 @@ from tests.infra import (
     ServiceProcess,
     in_ci,
     kill_all,
+    scaled,
     unique_name,
 )
 
 ADMIN_TOKEN = "test-admin-token"
 SettingsFactory = Callable[..., Settings]
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-timeout's per-test limit (pyproject) is a wall-clock limit like any other:
+    scaled by CODEROOM_TIME_FACTOR, unless given on the command line or in the env."""
+    if config.getoption("timeout", None) is None and not os.environ.get("PYTEST_TIMEOUT"):
+        ini = config.getini("timeout")
+        if ini:
+            config.option.timeout = scaled(float(ini))
 
 
 # The skips CI accepts, by the start of their reason; keep README's "Tests" in step.

@@ -62,6 +62,7 @@ import httpx
 import pytest
 import yaml
 
+from services import ports
 from shared.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,9 +174,7 @@ _handed_out: set[int] = set()
 def free_port(host: str = LOCALHOST) -> int:
     """A TCP port nothing listens on now (and not handed out before by this process)."""
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
+        port = ports.free_port(host)
         if port not in _handed_out:
             _handed_out.add(port)
             return port
@@ -184,11 +183,7 @@ def free_port(host: str = LOCALHOST) -> int:
 
 def port_listening(port: int, host: str = LOCALHOST) -> bool:
     """True if something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return ports.listening(port, host)
 
 
 def pid_alive(pid: int) -> bool:

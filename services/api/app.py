@@ -14,7 +14,7 @@ from services.api.block_cache import BlockCache
 from services.api.deps import Deps, make_redis
 from services.api.errors import HANDLERS
 from services.api.metrics import ApiMetrics, MetricsMiddleware
-from services.api.routes import code_blocks, health, meta, rooms, web
+from services.api.routes import code_blocks, health, meta, replays, rooms, web
 from shared.db import MongoGate, mongo_client
 from shared.keys import Keys
 from shared.settings import Settings
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> Starlette:
         *meta.routes,
         *code_blocks.routes,
         *rooms.routes,
+        *replays.routes,
         *web_routes,
         *web.fallback,
     ]

@@ -48,6 +48,7 @@ def component_schemas() -> JSON:
             assert out.get(nested, definition) == definition, f"two schemas named {nested}"
             out[nested] = definition
         out[name] = schema
+    out["Replay"] = REPLAY_SCHEMA
     return out
 
 
@@ -64,6 +65,56 @@ def _json(schema: JSON, description: str) -> JSON:
 
 def _error(description: str) -> JSON:
     return _json(_ref("Error"), description)
+
+
+# The replay is built by the replay builder (services/api/routes/replays.py), not by a
+# view model: its schema is written here.
+REPLAY_SCHEMA: JSON = {
+    "description": "A session's record for replay (docs/replay.md). Step: [t (ms since "
+    "the session opened), kind (o template, u edit, r re-seed, x jump to the final "
+    "code: data is a base64 Yjs update; j join, l leave, s solved: data null; c chat, "
+    "h hint: data is the text), author indexes, data].",
+    "type": "object",
+    "required": ["session", "authors", "steps", "bound"],
+    "properties": {
+        "session": _ref("RoomSession"),
+        "authors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "role", "name"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "role": {"type": "string", "enum": ["mentor", "student", "watcher"]},
+                    "name": {"type": "string"},
+                },
+            },
+        },
+        "clients": {
+            "type": "object",
+            "description": "Yjs client id -> author index: who typed each character.",
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
+        "steps": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "enum": list("ourxjlsch")},
+                    {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    {"type": ["string", "null"]},
+                ],
+                "minItems": 4,
+                "maxItems": 4,
+            },
+        },
+        "bound": {
+            "type": "object",
+            "description": "How the record was bounded: windowMs 0 = every step kept.",
+        },
+    },
+}
 
 
 _ID_PARAM = {
@@ -165,6 +216,20 @@ PATHS: JSON = {
             },
         },
     },
+    "/api/code-blocks/{id}/admin": {
+        "parameters": [_ID_PARAM],
+        "get": {
+            "operationId": "getCodeBlockAdmin",
+            "summary": "Admin: one block with its solution (for editing).",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(_ref("AdminBlock"), "The block, solution included."),
+                **_ADMIN_ERRORS,
+                "404": _error("Unknown or malformed id."),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
     "/api/code-blocks/{id}/sessions": {
         "parameters": [_ID_PARAM],
         "get": {
@@ -175,6 +240,28 @@ PATHS: JSON = {
                 "200": _json({"type": "array", "items": _ref("RoomSession")}, "Sessions."),
                 **_ADMIN_ERRORS,
                 "404": _error("Unknown or malformed id."),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
+    "/api/sessions/{sessionId}/replay": {
+        "parameters": [
+            {
+                "name": "sessionId",
+                "in": "path",
+                "required": True,
+                "description": "The archived session's id (from the sessions list).",
+                "schema": {"type": "string"},
+            }
+        ],
+        "get": {
+            "operationId": "getSessionReplay",
+            "summary": "Admin: the replay of an archived session.",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(_ref("Replay"), "The replay."),
+                **_ADMIN_ERRORS,
+                "404": _error("Unknown session, or a session archived without a replay."),
                 "503": _UNAVAILABLE,
             },
         },

@@ -21,6 +21,7 @@ from websockets.datastructures import Headers
 
 from services.gateway import tokens
 from services.gateway.blocks import BlockSource, BlockUnavailable
+from services.gateway.chat import ChatRelay
 from services.gateway.closing import RoomCloser
 from services.gateway.connection import RoomConnection
 from services.gateway.delivery import Delivery
@@ -81,6 +82,7 @@ class Admission:
         outbox: Outbox,
         closer: RoomCloser,
         runs: RunRelay,
+        chat: ChatRelay,
         metrics: GatewayMetrics,
     ) -> None:
         self._id = gateway_id
@@ -94,6 +96,7 @@ class Admission:
         self._outbox = outbox
         self._closer = closer
         self._runs = runs
+        self._chat = chat
         self._metrics = metrics
         self._member_seq = 0
         self._per_ip: dict[str, int] = {}
@@ -131,6 +134,7 @@ class Admission:
         self._metrics.connections.inc()
         try:
             client, role, token = (_param(params, k) for k in ("client", "role", "token"))
+            ws.heartbeat = _param(params, "heartbeat") == "1"
             del params
             await self._serve(ws, block_id, client, role == "watcher", token)
         finally:
@@ -232,6 +236,7 @@ class Admission:
             if counts is not None:
                 send(ws, presence_frame(counts))
             self._runs.greet(block_id, joined.session, lambda frame: send(ws, frame))
+            self._chat.greet(block_id, joined.session, lambda frame: send(ws, frame))
             # What the join needed is not kept alive for the socket's whole life.
             del block, joined, counts, resume, token, claimed, client
             await self._frames.read(ws, handle, member_id)
@@ -240,6 +245,7 @@ class Admission:
 
     async def _leave(self, block_id: str, handle: RoomHandle, member_id: str) -> None:
         handle.sockets.pop(member_id, None)
+        self._frames.forget(member_id)
         if handle.core is not None and member_id in handle.core.members:
             effects = handle.core.remove_member(member_id)
             self._frames.carry_out(handle, member_id, None, effects)

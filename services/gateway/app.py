@@ -29,12 +29,14 @@ from services.gateway.archive_queue import ArchiveQueue, Drainer
 from services.gateway.background import Background
 from services.gateway.blocks import BlockSource
 from services.gateway.catchup import CatchUp
+from services.gateway.chat import ChatRelay
 from services.gateway.closing import RoomCloser
 from services.gateway.compaction import Compactor
 from services.gateway.connection import RoomConnection
 from services.gateway.delivery import Delivery
 from services.gateway.follower import ChannelFollower
 from services.gateway.frames import FramePath
+from services.gateway.history import AuthorTags
 from services.gateway.housekeeping import Housekeeper
 from services.gateway.keepalive import Keepalive
 from services.gateway.loader import RoomLoader
@@ -108,8 +110,11 @@ class Gateway:
             block_ms=min(1000, settings.redis_timeout_ms // 2),
             stats=self.metrics.archive,
         )
-        self.archiver = Archiver(archive_queue, self._sessions, write_timeout)
+        self.archiver = Archiver(
+            archive_queue, self._sessions, write_timeout, settings.replay_max_bytes
+        )
         runs = RunRelay(self.redis, keys, background.spawn)
+        chat = ChatRelay(self.redis, keys, background.spawn)
         subscriptions = Subscriptions()
         delivery = Delivery(settings.client_send_buffer_bytes, metrics, background)
         registry = RoomRegistry(keys, subscriptions, delivery, metrics)
@@ -125,9 +130,10 @@ class Gateway:
             gateway_id,
             compactor.on_published,
             compactor.on_publish_lost,
+            settings.history_max_bytes,
         )
         closer = RoomCloser(
-            self.redis, keys, store, self.archiver, metrics, settings.mentor_grace_seconds
+            self.redis, keys, store, self.archiver, chat, metrics, settings.mentor_grace_seconds
         )
         follower = ChannelFollower(
             gateway_id, keys, registry, delivery, outbox, catch_up, solved, metrics, background
@@ -169,11 +175,12 @@ class Gateway:
             BlockSource(self.gate, self.redis, keys, settings, self.metrics),
             RoomLoader(registry, store, limits, follower.on_loaded),
             registry,
-            FramePath(gateway_id, keys, delivery, outbox, runs, metrics),
+            FramePath(gateway_id, keys, delivery, outbox, runs, chat, AuthorTags(), metrics),
             delivery,
             outbox,
             closer,
             runs,
+            chat,
             metrics,
         )
         self.keepalive = Keepalive(

@@ -10,33 +10,73 @@ directly and, failing that, logged in full, so nothing is silently lost.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pycrdt import Doc, Text
 from redis.backoff import FullJitterBackoff
 from redis.exceptions import RedisError
 
 from services.gateway.archive_queue import ArchiveQueue, SessionRecord, insert_sessions
 from services.gateway.store import Closed
-from services.gateway.ydoc import log_text
+from services.gateway.ydoc import replay
+from shared.replay import build_replay
 
 log = logging.getLogger(__name__)
 
 ENQUEUE_PATIENCE = 10.0  # seconds of Redis trouble before writing to MongoDB directly
 
 
-def session_record(block_id: str, closed: Closed, reason: str, now_ms: int) -> SessionRecord:
+def final_doc(closed: Closed) -> Doc[Text]:
+    doc: Doc[Text] = Doc()
+    replay(doc, closed.snapshot, closed.entries)
+    return doc
+
+
+def final_code(closed: Closed) -> str:
+    return str(final_doc(closed).get("code", type=Text))
+
+
+def session_record(
+    block_id: str,
+    closed: Closed,
+    reason: str,
+    now_ms: int,
+    replay_max_bytes: int = 1 << 18,
+    chat: list[dict[str, Any]] | None = None,
+    hints: list[dict[str, Any]] | None = None,
+) -> SessionRecord:
+    doc = final_doc(closed)
+    replay = b""
+    if closed.history:
+        try:
+            replay = (
+                build_replay(
+                    closed.history,
+                    started_at_ms=closed.opened_at_ms,
+                    final_state=doc.get_update(),
+                    max_bytes=replay_max_bytes,
+                    history_cut=closed.history_cut,
+                )
+                or b""
+            )
+        except Exception:  # a replay is a nice-to-have; the record must still go out
+            log.exception("session %s: building its replay failed", closed.session)
     return SessionRecord(
         session_id=closed.session,
         block_id=block_id,
         started_at=closed.opened_at_ms,
         ended_at=now_ms,
-        final_code=log_text(closed.snapshot, closed.entries),
+        final_code=str(doc.get("code", type=Text)),
         solved=closed.solved,
         peak_students=closed.peak_students,
         reason=reason,
+        replay=base64.b64encode(replay).decode(),
+        chat=list(chat or []),
+        hints=list(hints or []),
     )
 
 
@@ -48,16 +88,50 @@ class Archiver:
         queue: ArchiveQueue,
         collection: Callable[[], Awaitable[Any]],
         write_timeout: float,
+        replay_max_bytes: int = 1 << 18,
     ) -> None:
         self._queue = queue
+        self._replay_max = replay_max_bytes
         self._collection = collection
         self._write_timeout = write_timeout
         self._pending: list[SessionRecord] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backoff = FullJitterBackoff(cap=2.0, base=0.1)
 
-    def archive(self, block_id: str, closed: Closed, reason: str) -> None:
-        self._pending.append(session_record(block_id, closed, reason, int(time.time() * 1000)))
+    def archive(
+        self, block_id: str, closed: Closed, reason: str, chat: dict[str, Any] | None = None
+    ) -> None:
+        """Queue the record of a closed session; ``chat``: its messages and hints
+        (``ChatRelay.archive``)."""
+        now = int(time.time() * 1000)
+        chat = chat or {}
+        messages, hints = list(chat.get("messages", [])), list(chat.get("hints", []))
+        if not closed.history:
+            self._add(session_record(block_id, closed, reason, now, chat=messages, hints=hints))
+            return
+        # Replaying a long history to build its record takes a while: not on the loop.
+        task = asyncio.create_task(
+            self._build(block_id, closed, reason, now, messages, hints), name="replay"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build(
+        self,
+        block_id: str,
+        closed: Closed,
+        reason: str,
+        now: int,
+        chat: list[dict[str, Any]],
+        hints: list[dict[str, Any]],
+    ) -> None:
+        record = await asyncio.to_thread(
+            session_record, block_id, closed, reason, now, self._replay_max, chat, hints
+        )
+        self._add(record)
+
+    def _add(self, record: SessionRecord) -> None:
+        self._pending.append(record)
         if len(self._pending) == 1:  # first of this tick: flush once the tick is over
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
@@ -108,6 +182,8 @@ class Archiver:
 
     async def wait(self, grace: float = 5.0) -> None:
         """Give enqueues in flight ``grace`` seconds to finish (at shutdown)."""
+        deadline = time.monotonic() + grace
         self._flush_soon()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace)
+        while self._tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+            self._flush_soon()

@@ -9,6 +9,7 @@ acknowledging an entry only once MongoDB holds its session (a duplicate is succe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from redis.backoff import FullJitterBackoff
 from redis.exceptions import ResponseError
 
+from shared.documents import ChatRecord, HintRecord
 from shared.keys import ARCHIVE_GROUP, Keys
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class SessionRecord:
     solved: bool
     peak_students: int
     reason: str
+    replay: str = ""  # base64 of the compressed replay (shared/replay.py), "" if none
+    # The room's chat messages and mentor hints as the chat events carry them (oldest first).
+    chat: list[Json] = field(default_factory=list)
+    hints: list[Json] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -70,7 +76,16 @@ class SessionRecord:
             "solved": self.solved,
             "peak_students": self.peak_students,
             "reason": self.reason,
+            "chat": [ChatRecord.from_event(m).model_dump() for m in self.chat],
+            "hints": [HintRecord.from_event(h).model_dump() for h in self.hints],
+            **self._replay_fields(),
         }
+
+    def _replay_fields(self) -> Json:
+        if not self.replay:
+            return {}
+        blob = base64.b64decode(self.replay)
+        return {"replay": blob, "replay_bytes": len(blob)}
 
 
 @dataclass(slots=True)
@@ -176,6 +191,19 @@ class ArchiveQueue:
             pipe.xlen(self.key)
             replies = await pipe.execute()
         return int(replies[-1])
+
+    async def keep(self, consumer: str, ids: list[bytes]) -> None:
+        """Reset the idle time of entries this consumer is still writing (XCLAIM to
+        itself, JUSTID), so that a slow write is not mistaken for a dead consumer."""
+        if ids:
+            await self.redis.xclaim(
+                self.key,
+                ARCHIVE_GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=list[int | bytes | str | memoryview](ids),
+                justid=True,
+            )
 
     async def depth(self) -> int:
         return int(await self.redis.xlen(self.key))
@@ -347,6 +375,13 @@ class Drainer:
             return []
         return await self.queue.read_new(self.consumer, n, self.block_ms)
 
+    async def _keep(self, ids: list[bytes]) -> None:
+        """While a batch is being written, keep its entries ours (see `ArchiveQueue.keep`)."""
+        while True:
+            await asyncio.sleep(self.claim_idle_ms / 3000)
+            with contextlib.suppress(Exception):
+                await self.queue.keep(self.consumer, ids)
+
     async def _drain(self, entries: list[tuple[bytes, Any]]) -> None:
         started = time.monotonic()
         ids: list[bytes] = []
@@ -366,7 +401,11 @@ class Drainer:
                 log.error("archive entry %r is not a session record (%s): %r", eid, exc, fields)
                 ids.append(eid)  # it can never be written: drop it, loudly
         self._own_pending = True  # until this batch is acknowledged
-        outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        keeper = asyncio.create_task(self._keep(record_ids), name="archive-keep")
+        try:
+            outcome = await insert_sessions(await self._collection(), records, self.write_timeout)
+        finally:
+            keeper.cancel()
         for index, eid in enumerate(record_ids):
             if index in outcome.failed:
                 log.error(

@@ -10,12 +10,13 @@ channel's order is the state's order; the gateway publishes ``A`` and ``Q`` itse
 kind   fields                                       meaning
 =====  ==========================================  ===========================================
 ``U``  gateway, epoch, seq, update                  log entry ``seq`` of the room (written by)
-``A``  gateway, awareness update                    awareness of a gateway's members
+``A``  gateway, owner, awareness update             awareness of one member (owner: role+client)
 ``Q``  gateway                                      a gateway started serving the room: who's here?
 ``P``  version, mentor 0/1, students, watchers      member counts (``version`` orders them)
 ``S``  seq                                          the text matched the solution at ``seq``
 ``C``  session, reason                              the session closed
 ``R``  run event (JSON)                             a member shared a run (``runs.py``)
+``M``  chat or hint event (JSON)                    a chat message or hint (``chat.py``)
 =====  ==========================================  ===========================================
 
 Pure: bytes in, values out, no I/O. ``decode`` raises ``ChannelError`` on anything else.
@@ -41,6 +42,7 @@ class LogEntry:
 @dataclass(frozen=True, slots=True)
 class Awareness:
     origin: bytes
+    owner: str  # who owns the update's ids (``Member.owner``)
     update: bytes
 
 
@@ -75,7 +77,21 @@ class RunShared:
     event: bytes  # the ``run`` event's JSON, as members get it
 
 
-Message = LogEntry | Awareness | AwarenessQuery | Presence | Solved | SessionClosed | RunShared
+@dataclass(frozen=True, slots=True)
+class ChatShared:
+    event: bytes  # a chat or hint event's JSON, as members get it
+
+
+Message = (
+    LogEntry
+    | Awareness
+    | AwarenessQuery
+    | Presence
+    | Solved
+    | SessionClosed
+    | RunShared
+    | ChatShared
+)
 
 
 def encode_log_entry(origin: bytes, epoch: str, seq: int, update: bytes) -> bytes:
@@ -87,8 +103,8 @@ def awareness_prefix(origin: bytes) -> bytes:
     return b"A" + origin + b"\x00"
 
 
-def encode_awareness(origin: bytes, update: bytes) -> bytes:
-    return awareness_prefix(origin) + update
+def encode_awareness(origin: bytes, owner: str, update: bytes) -> bytes:
+    return awareness_prefix(origin) + owner.encode() + b"\x00" + update
 
 
 def encode_query(origin: bytes) -> bytes:
@@ -139,10 +155,11 @@ def decode(data: bytes) -> Message:
         origin, epoch, seq, update = parts
         return LogEntry(origin, _text(epoch), _int(seq), update)
     if kind == b"A":
-        origin, sep, update = body.partition(b"\x00")
-        if not sep:
-            raise ChannelError("an awareness message needs gateway and update")
-        return Awareness(origin, update)
+        parts = body.split(b"\x00", 2)
+        if len(parts) != 3:
+            raise ChannelError("an awareness message needs gateway, owner and update")
+        origin, owner, update = parts
+        return Awareness(origin, _text(owner), update)
     if kind == b"Q":
         return AwarenessQuery(body)
     if kind == b"P":
@@ -160,4 +177,6 @@ def decode(data: bytes) -> Message:
         return SessionClosed(_text(session), _text(reason))
     if kind == b"R":
         return RunShared(body)
+    if kind == b"M":
+        return ChatShared(body)
     raise ChannelError(f"unknown kind {kind!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from services.gateway.archive import Archiver
+from services.gateway.chat import ChatRelay
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import Closed, RoomStore, now_ms
 from shared.keys import Keys
@@ -23,6 +24,7 @@ class RoomCloser:
         keys: Keys,
         store: RoomStore,
         archiver: Archiver,
+        chat: ChatRelay,
         metrics: GatewayMetrics,
         grace_seconds: float,
     ) -> None:
@@ -30,6 +32,7 @@ class RoomCloser:
         self._keys = keys
         self._store = store
         self._archiver = archiver
+        self._chat = chat
         self._metrics = metrics
         self._grace_ms = int(grace_seconds * 1000)
 
@@ -65,5 +68,6 @@ class RoomCloser:
         await self._redis.srem(self._keys.rooms, block_id)
         self._metrics.rooms_closed.inc()
         if result.mentor:
-            self._archiver.archive(block_id, result, reason)
+            chat = await self._chat.archive(block_id, result.session)
+            self._archiver.archive(block_id, result, reason, chat)
         return "closed"

@@ -38,6 +38,7 @@ class RoomConnection(ServerConnection):
         # another order cost each socket its own attribute dict (about 2 KB).
         self.listener: Listener | None = None  # set while the handler reads the room
         self.backlog = 0  # messages queued for ``recv`` (or arriving) and not read
+        self.heartbeat = False  # the client asked for heartbeat events (?heartbeat=1)
 
     def process_event(self, event: Event) -> None:
         if type(event) is Frame:

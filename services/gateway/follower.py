@@ -72,9 +72,11 @@ class ChannelFollower:
         reaction = react(core, message, self._own)
         for frame in reaction.fanout:
             self._delivery.fanout(handle.sockets, frame)
-        if reaction.publish_awareness is not None:
+        if reaction.publish_awareness:
             channel = self._keys.room(core.block_id).channel
-            self._outbox.awareness(channel, self._awareness_prefix + reaction.publish_awareness)
+            for owner, update in reaction.publish_awareness:
+                tagged = self._awareness_prefix + owner.encode() + b"\x00" + update
+                self._outbox.awareness(channel, tagged)
         if reaction.check_solved:
             self._solved.schedule(handle)
         if reaction.resync:

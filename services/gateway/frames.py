@@ -17,8 +17,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from services.gateway.channel import awareness_prefix
+from services.gateway.chat import ChatRelay, control_type
 from services.gateway.connection import RoomConnection
 from services.gateway.delivery import Delivery
+from services.gateway.history import AuthorTags
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle
@@ -38,6 +40,8 @@ class FramePath:
         delivery: Delivery,
         outbox: Outbox,
         runs: RunRelay,
+        chat: ChatRelay,
+        authors: AuthorTags,
         metrics: GatewayMetrics,
     ) -> None:
         self._awareness_prefix = awareness_prefix(gateway_id.encode())
@@ -45,6 +49,8 @@ class FramePath:
         self.delivery = delivery
         self._outbox = outbox
         self.runs = runs
+        self.chat = chat
+        self._authors = authors
         self.metrics = metrics
 
     def carry_out(
@@ -56,11 +62,20 @@ class FramePath:
                 self.delivery.send(ws, frame)
         for frame in effects.broadcast:
             self.delivery.fanout(handle.sockets, frame, skip=member_id)
-        if effects.publish_update is not None and handle.core is not None:
-            self._outbox.update(handle.block.id, handle.core.session, effects.publish_update)
+        core = handle.core
+        if effects.publish_update is not None and core is not None:
+            author = self._authors.tag(core, member_id)
+            self._outbox.update(handle.block.id, core.session, effects.publish_update, author)
         if effects.publish_awareness is not None:
             channel = self._keys.room(handle.block.id).channel
-            self._outbox.awareness(channel, self._awareness_prefix + effects.publish_awareness)
+            owner = effects.awareness_owner.encode() + b"\x00"
+            self._outbox.awareness(
+                channel, self._awareness_prefix + owner + effects.publish_awareness
+            )
+
+    def forget(self, member_id: str) -> None:
+        """The member left: its author tag goes."""
+        self._authors.forget(member_id)
 
     async def read(self, ws: RoomConnection, handle: RoomHandle, member_id: str) -> None:
         """Read the socket until it closes.
@@ -131,7 +146,9 @@ class Reader:
             self.stop(CloseCode.BAD_REQUEST, "text frames are not allowed")
         else:
             try:
-                if frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
+                if frame[:1] == CONTROL_TAG and control_type(frame):  # chat, hints (chat.py)
+                    effects = path.chat.receive(self.core, self.member_id, frame, time.monotonic())
+                elif frame[:1] == CONTROL_TAG:  # a shared run (services/gateway/runs.py)
                     effects = path.runs.receive(self.core, self.member_id, frame, time.monotonic())
                 else:
                     effects = self.core.receive(self.member_id, frame, time.monotonic())

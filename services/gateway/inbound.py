@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from services.gateway.channel import (
     Awareness,
     AwarenessQuery,
+    ChatShared,
     LogEntry,
     Message,
     Presence,
@@ -33,7 +34,8 @@ class Reaction:
     """What the shell must do after one channel message."""
 
     fanout: list[bytes] = field(default_factory=list)  # to every local member
-    publish_awareness: bytes | None = None  # our members' states, for the other gateways
+    # our members' states, one update per owner, for the other gateways
+    publish_awareness: list[tuple[str, bytes]] = field(default_factory=list)
     check_solved: bool = False  # the text may have changed: check it (once per tick)
     catch_up: bool = False  # an entry was skipped: read the log from applied_seq
     resync: bool = False  # Redis lost the room: re-register and republish
@@ -64,7 +66,7 @@ def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
         out.catch_up = gap
     elif isinstance(message, Awareness):
         if message.origin != own:
-            frame = core.apply_remote_awareness(message.update)
+            frame = core.apply_remote_awareness(message.update, message.owner)
             if frame is not None:
                 out.fanout.append(frame)
     elif isinstance(message, AwarenessQuery):
@@ -80,7 +82,7 @@ def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
     elif isinstance(message, SessionClosed):
         if message.session == core.session:
             out.dismiss = message.reason
-    elif isinstance(message, RunShared):
+    elif isinstance(message, RunShared | ChatShared):
         out.fanout.append(protocol.control_frame(message.event))
     return out
 

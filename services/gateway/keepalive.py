@@ -63,7 +63,8 @@ class Keepalive:
             for ws in sockets:
                 if ws.protocol.state is not State.OPEN:
                     continue
-                self._delivery.send_framed(ws, heartbeat)
+                if ws.heartbeat:  # stock clients would log each one as unknown
+                    self._delivery.send_framed(ws, heartbeat)
                 try:
                     waiter = cast(asyncio.Future[float], await ws.ping())
                 except ConnectionClosed:

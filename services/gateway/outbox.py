@@ -46,6 +46,7 @@ _EMPTY_BULK = b"$0\r\n\r\n"
 class _Queue:
     session: str
     updates: list[bytes] = field(default_factory=list)
+    authors: list[bytes] = field(default_factory=list)  # parallel to updates (history tags)
     held: bool = False
     in_flight: bool = False
 
@@ -58,8 +59,10 @@ class Outbox:
         gateway_id: str,
         on_published: Published,
         on_lost: Lost,
+        history_max_bytes: int = 1 << 22,
     ) -> None:
         self._pipe = writer
+        self._history_max = history_max_bytes
         self._store = store
         self._gateway = gateway_id.encode()
         self._on_published = on_published
@@ -75,15 +78,17 @@ class Outbox:
         self._idle = asyncio.Event()
 
     # --- producers (synchronous, called from the hot path) -------------------------------
-    def update(self, block_id: str, session: str, update: bytes) -> None:
+    def update(self, block_id: str, session: str, update: bytes, author: bytes = b"") -> None:
         queue = self._rooms.get(block_id)
         if queue is None or queue.session != session:
             queue = self._rooms[block_id] = _Queue(session)
         queue.updates.append(update)
+        queue.authors.append(author)
         self._schedule()
 
     def _command(self, block_id: str, session: str) -> bytes:
-        """The room's EVALSHA without its last argument, encoded once per room session
+        """The room's EVALSHA without its last two arguments (the batch's author tags and
+        update), encoded once per room session
         (a queue lives only while it has updates: in a room typing a keystroke now and
         then, that is every keystroke)."""
         key = (block_id, session)
@@ -93,9 +98,17 @@ class Outbox:
                 self._commands.clear()
             keys = self._store.room_keys(block_id).as_list()
             full = encode_command(
-                "EVALSHA", self._store.publish_sha, len(keys), *keys, session, self._gateway, b""
+                "EVALSHA",
+                self._store.publish_sha,
+                len(keys),
+                *keys,
+                session,
+                self._gateway,
+                self._history_max,
+                b"",
+                b"",
             )
-            command = self._commands[key] = full[: -len(_EMPTY_BULK)]
+            command = self._commands[key] = full[: -2 * len(_EMPTY_BULK)]
         return command
 
     def awareness(self, channel: str, data: bytes) -> None:
@@ -145,12 +158,21 @@ class Outbox:
                 continue
             batch = queue.updates[:MAX_BATCH]
             del queue.updates[:MAX_BATCH]
+            authors = queue.authors[:MAX_BATCH]
+            del queue.authors[:MAX_BATCH]
             merged = batch[0] if len(batch) == 1 else merge_updates(*batch)
+            tags = authors[0] if len(authors) == 1 else b"\n".join(dict.fromkeys(authors))
             prefix = self._command(block_id, queue.session)
-            command = b"%s$%d\r\n%s\r\n" % (prefix, len(merged), merged)
+            command = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                prefix,
+                len(tags),
+                tags,
+                len(merged),
+                merged,
+            )
             queue.in_flight = True
             self._in_flight += 1
-            out.append((command, self._on_reply(block_id, queue, batch)))
+            out.append((command, self._on_reply(block_id, queue, batch, authors)))
         awareness, self._awareness = self._awareness, []
         for channel, data in awareness:
             self._in_flight += 1
@@ -159,12 +181,15 @@ class Outbox:
             self._pipe.send_many(out)
         self._check_idle()
 
-    def _on_reply(self, block_id: str, queue: _Queue, batch: list[bytes]) -> Callable[[Any], None]:
+    def _on_reply(
+        self, block_id: str, queue: _Queue, batch: list[bytes], authors: list[bytes]
+    ) -> Callable[[Any], None]:
         def done(reply: Any) -> None:
             self._in_flight -= 1
             queue.in_flight = False
             if isinstance(reply, Exception):
                 queue.updates[:0] = batch
+                queue.authors[:0] = authors
                 if "NOSCRIPT" in str(reply):
                     self._load_script()
                 elif not isinstance(reply, ConnectionError):
@@ -175,6 +200,7 @@ class Outbox:
             seq, doc_bytes, since = (int(x) for x in reply)
             if seq == -2:  # Redis lost the room: hold until resynced
                 queue.updates[:0] = batch
+                queue.authors[:0] = authors
                 self._hold(block_id, queue)
             elif seq == -1:  # the session is over (the close event is on its way)
                 if self._rooms.get(block_id) is queue:

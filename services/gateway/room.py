@@ -59,6 +59,12 @@ class Member:
     def can_write(self) -> bool:
         return self.role == "student"
 
+    @property
+    def owner(self) -> str:
+        """Who owns the awareness ids this socket introduces: the role's letter and the
+        client's own id, so the same tab on a new socket (any gateway) keeps its ids."""
+        return self.role[0] + self.client_id
+
 
 @dataclass(slots=True)
 class Effects:
@@ -68,6 +74,7 @@ class Effects:
     broadcast: list[bytes] = field(default_factory=list)  # to every other local member
     publish_update: bytes | None = None  # append to the room log and fan out
     publish_awareness: bytes | None = None  # fan out to the other gateways
+    awareness_owner: str = ""  # the owner of publish_awareness's ids (Member.owner)
     close: CloseCode | None = None  # close the sender with this code
     reason: str = ""
 
@@ -92,6 +99,7 @@ class RoomCore:
         self.members: dict[str, Member] = {}
         self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
         self.awareness_clocks: dict[int, int] = {}  # last clock seen, removed ids included
+        self.awareness_owners: dict[int, str] = {}  # Yjs client id -> Member.owner
         self.applied_seq = 0  # every log entry up to here is in self.doc
         self.doc_bytes = 0  # approximate size of the document (snapshot + log)
         self._solution = normalize_code(solution) if solution is not None else None
@@ -132,8 +140,9 @@ class RoomCore:
         self._text_dirty = True
         return protocol.sync_update(update)
 
-    def apply_remote_awareness(self, update: bytes) -> bytes | None:
-        """Awareness relayed by another gateway: keep what is new, forward that."""
+    def apply_remote_awareness(self, update: bytes, owner: str = "") -> bytes | None:
+        """Awareness relayed by another gateway (which checked ``owner`` owns its ids):
+        keep what is new, forward that."""
         try:
             entries = parse_awareness_update(update)
         except InvalidUpdate:
@@ -141,6 +150,8 @@ class RoomCore:
         fresh = [e for e in entries if self._is_newer(e[0], e[1], e[2])]
         for client, clock, state in fresh:
             self._remember_awareness(client, clock, state)
+            if owner:
+                self.awareness_owners[client] = owner
             for member in self.members.values():
                 member.awareness_ids.discard(client)  # it lives on another gateway now
         if not fresh:
@@ -173,18 +184,18 @@ class RoomCore:
         update = encode_awareness_update(gone)
         effects.broadcast.append(protocol.awareness_message(update))
         effects.publish_awareness = update
+        effects.awareness_owner = member.owner
         return effects
 
-    def local_awareness(self) -> bytes | None:
-        """The awareness update of this gateway's own members (to answer another gateway
-        that just started serving the room), or None."""
-        mine = [
-            (c, *self.awareness[c])
-            for m in self.members.values()
-            for c in m.awareness_ids
-            if c in self.awareness
-        ]
-        return encode_awareness_update(mine) if mine else None
+    def local_awareness(self) -> list[tuple[str, bytes]]:
+        """The awareness updates of this gateway's own members, one per owner (to answer
+        another gateway that just started serving the room)."""
+        out = []
+        for m in self.members.values():
+            mine = [(c, *self.awareness[c]) for c in m.awareness_ids if c in self.awareness]
+            if mine:
+                out.append((m.owner, encode_awareness_update(mine)))
+        return out
 
     def awareness_snapshot(self) -> bytes | None:
         states = [(c, clock, s) for c, (clock, s) in self.awareness.items() if s != "null"]
@@ -263,10 +274,15 @@ class RoomCore:
         """A client's awareness update. Stock y-websocket clients re-send the states of
         others they just received (same clock): like y-protocols, only entries newer than
         what the room knows are taken, so echoes die here and the sender owns what it
-        announced (its id follows it across reconnects, since its clock keeps counting)."""
+        announced (its id follows it across reconnects, since its clock keeps counting).
+
+        An id belongs to the member (``Member.owner``: role and client id) that introduced
+        it: a newer state for an id another member owns is refused with 4400 (a stock
+        client that timed a silent peer out removes it at the same clock: dropped)."""
         entries = parse_awareness_update(payload)
         fresh: list[tuple[int, int, str]] = []
         removed: list[tuple[int, int, str]] = []
+        owner = member.owner
         for client, clock, state in entries:
             if len(state.encode()) > MAX_AWARENESS_STATE_BYTES:
                 return Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
@@ -276,7 +292,13 @@ class RoomCore:
                 except orjson.JSONDecodeError:
                     return Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
             if self._is_newer(client, clock, state):
-                fresh.append((client, clock, state))
+                holder = self.awareness_owners.get(client, owner)
+                if holder == owner:
+                    fresh.append((client, clock, state))
+                elif clock != self.awareness_clocks[client]:
+                    return Effects(
+                        close=CloseCode.BAD_REQUEST, reason="awareness id of another member"
+                    )
             elif state != "null" and client not in self.awareness:
                 # The room saw this id removed at a later clock (its socket closed, e.g.
                 # on a gateway restart) and the client did not hear of it: tell it, and
@@ -290,6 +312,7 @@ class RoomCore:
                 for other in self.members.values():
                     other.awareness_ids.discard(client)
                 member.awareness_ids.add(client)
+                self.awareness_owners[client] = owner
             self._remember_awareness(client, clock, state)
         reply = [protocol.awareness_message(encode_awareness_update(removed))] if removed else []
         if not fresh:
@@ -297,7 +320,9 @@ class RoomCore:
         if len(fresh) < len(entries):
             payload = encode_awareness_update(fresh)
             frame = protocol.awareness_message(payload)
-        return Effects(reply=reply, broadcast=[frame], publish_awareness=payload)
+        return Effects(
+            reply=reply, broadcast=[frame], publish_awareness=payload, awareness_owner=owner
+        )
 
     def _is_newer(self, client: int, clock: int, state: str) -> bool:
         """y-protocols' rule: a higher clock, or a removal of a live state at the same clock."""

@@ -33,12 +33,13 @@ JOIN = (
 local session = redis.call('HGET', KEYS[1], 'session')
 if not session then
   session = ARGV[7]
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[7])
   redis.call('HSET', KEYS[1], 'session', session, 'epoch', session, 'opened_at', ARGV[5],
     'mentor', '', 'n_mentor', 0, 'n_student', 0, 'n_watcher', 0, 'peak_students', 0,
     'seq', 0, 'snap_seq', 0, 'doc_bytes', string.len(ARGV[8]), 'solved', 0,
-    'solved_seq', 0, 'ever_solved', 0)
+    'solved_seq', 0, 'ever_solved', 0, 'hist_bytes', 0, 'hist_cut', 0)
   redis.call('SET', KEYS[4], ARGV[8])
+  redis.call('XADD', KEYS[7], '*', 'k', 'o', 'd', ARGV[8])
 end
 local mentor = redis.call('HGET', KEYS[1], 'mentor') or ''
 local letter
@@ -59,6 +60,7 @@ end
 if letter == 'm' then redis.call('HDEL', KEYS[1], 'mentor_left_at') end
 redis.call('HSET', KEYS[2], ARGV[1], letter .. ARGV[3])
 redis.call('HINCRBY', KEYS[1], ROLE_FIELD[letter], 1)
+redis.call('XADD', KEYS[7], '*', 'k', 'j', 'a', letter .. ARGV[3])
 local pv
 m, s, w, pv = presence()
 if s > tonumber(redis.call('HGET', KEYS[1], 'peak_students') or 0) then
@@ -89,6 +91,7 @@ if #ids == 0 then return {0, 0, 0} end
 local mentor_gone = false
 for i = 1, #ids, 2 do
   redis.call('HDEL', KEYS[2], ids[i])
+  redis.call('XADD', KEYS[7], '*', 'k', 'l', 'a', ids[i + 1])
   local letter = string.sub(ids[i + 1], 1, 1)
   local n = redis.call('HINCRBY', KEYS[1], ROLE_FIELD[letter], -1)
   if letter == 'm' and n <= 0 then mentor_gone = true end
@@ -105,17 +108,26 @@ return {#ids / 2, away, empty}
 """
 )
 
-# ARGV: session, gateway id, update. Returns {seq, doc_bytes, entries since snapshot},
-# {-1} when the session is over, {-2} when Redis has lost the room (restart).
+# ARGV: session, gateway id, history bound (HISTORY_MAX_BYTES), author tags (docs/replay.md),
+# update (last: the outbox appends it to a prefix encoded once per room). Returns {seq,
+# doc_bytes, entries since snapshot}, {-1} when the session is over, {-2} when Redis has
+# lost the room (restart). The update also goes to the history while it is under the bound.
 PUBLISH = """
-local v = redis.call('HMGET', KEYS[1], 'session', 'snap_seq', 'epoch')
+local v = redis.call('HMGET', KEYS[1], 'session', 'snap_seq', 'epoch', 'hist_bytes')
 if not v[1] then return {-2, 0, 0} end
 if v[1] ~= ARGV[1] then return {-1, 0, 0} end
-local bytes = redis.call('HINCRBY', KEYS[1], 'doc_bytes', string.len(ARGV[3]))
+local size = string.len(ARGV[5])
+local bytes = redis.call('HINCRBY', KEYS[1], 'doc_bytes', size)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[3], seq .. '-1', 'u', ARGV[3])
+redis.call('XADD', KEYS[3], seq .. '-1', 'u', ARGV[5])
+if tonumber(v[4] or 0) + size <= tonumber(ARGV[3]) then
+  redis.call('HINCRBY', KEYS[1], 'hist_bytes', size)
+  redis.call('XADD', KEYS[7], '*', 'k', 'u', 'a', ARGV[4], 'd', ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'hist_cut', 1)
+end
 redis.call('PUBLISH', KEYS[5],
-  'U' .. ARGV[2] .. '\\0' .. v[3] .. '\\0' .. seq .. '\\0' .. ARGV[3])
+  'U' .. ARGV[2] .. '\\0' .. v[3] .. '\\0' .. seq .. '\\0' .. ARGV[5])
 return {seq, bytes, seq - tonumber(v[2])}
 """
 
@@ -164,6 +176,7 @@ if v[1] ~= ARGV[1] or tonumber(ARGV[2]) < tonumber(v[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'solved_seq', ARGV[2])
 if ARGV[3] == '1' and v[2] ~= '1' then
   redis.call('HSET', KEYS[1], 'solved', 1, 'ever_solved', 1)
+  redis.call('XADD', KEYS[7], '*', 'k', 's')
   redis.call('PUBLISH', KEYS[5], 'S' .. ARGV[2])
   return 1
 end
@@ -172,13 +185,14 @@ return 0
 """
 
 # ARGV: session ('' = any), now ms, grace ms, reason, force (1 = close now).
-# Returns {'closed', session, opened_at, ever_solved, peak, mentor, snapshot, seq1, u1, ...},
+# Returns {'closed', session, opened_at, ever_solved, peak, mentor, snapshot, hist_cut,
+# n history entries, (id, kind, author, data) x n, seq1, u1, ...},
 # {'wait', deadline ms}, {'stale'} (mentor back) or {'none'} (no such room/session).
 CLOSE = (
     _COUNTS
     + """
 local st = redis.call('HMGET', KEYS[1], 'session', 'mentor_left_at', 'opened_at',
-  'ever_solved', 'peak_students', 'mentor')
+  'ever_solved', 'peak_students', 'mentor', 'hist_cut')
 if not st[1] or (ARGV[1] ~= '' and st[1] ~= ARGV[1]) then return {'none'} end
 if ARGV[5] ~= '1' then
   local m = counts()
@@ -187,12 +201,20 @@ if ARGV[5] ~= '1' then
   if tonumber(ARGV[2]) < deadline then return {'wait', tostring(deadline)} end
 end
 local out = {'closed', st[1], st[3] or '0', st[4] or '0', st[5] or '0', st[6] or '',
-  redis.call('GET', KEYS[4]) or ''}
+  redis.call('GET', KEYS[4]) or '', st[7] or '0'}
+local history = redis.call('XRANGE', KEYS[7], '-', '+')
+table.insert(out, #history)
+for _, e in ipairs(history) do
+  local f = {}
+  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+  table.insert(out, e[1]); table.insert(out, f.k or '')
+  table.insert(out, f.a or ''); table.insert(out, f.d or '')
+end
 for _, e in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
   table.insert(out, string.match(e[1], '^(%d+)'))
   table.insert(out, e[2][2])
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7])
 redis.call('SET', KEYS[6], st[1], 'EX', 86400)
 redis.call('PUBLISH', KEYS[5], 'C' .. st[1] .. '\\0' .. ARGV[4])
 return out
@@ -213,8 +235,9 @@ if not session then
   redis.call('HSET', KEYS[1], 'session', ARGV[1], 'epoch', ARGV[3], 'opened_at', ARGV[2],
     'mentor', '', 'n_mentor', 0, 'n_student', 0, 'n_watcher', 0, 'peak_students', 0,
     'seq', 0, 'snap_seq', 0, 'doc_bytes', string.len(ARGV[4]), 'solved', 0,
-    'solved_seq', 0, 'ever_solved', 0)
+    'solved_seq', 0, 'ever_solved', 0, 'hist_bytes', 0, 'hist_cut', 0)
   redis.call('SET', KEYS[4], ARGV[4])
+  redis.call('XADD', KEYS[7], '*', 'k', 'r', 'd', ARGV[4])
 elseif session ~= ARGV[1] then
   return {'closed'}
 end

@@ -7,7 +7,7 @@ runs one script (atomic, and publishing its channel message) and returns typed v
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,6 +25,7 @@ from services.gateway.scripts import (
     ZREM_IF,
 )
 from shared.keys import Keys, RoomKeys
+from shared.replay import HistoryEntry
 
 
 def now_ms() -> int:
@@ -60,6 +61,8 @@ class Closed:
     mentor: str
     snapshot: bytes
     entries: list[tuple[int, bytes]]
+    history: list[HistoryEntry] = field(default_factory=list)
+    history_cut: bool = False  # HISTORY_MAX_BYTES was reached: updates stopped being kept
 
 
 _ROLE = {b"m": "mentor", b"s": "student", b"w": "watcher"}
@@ -67,6 +70,18 @@ _ROLE = {b"m": "mentor", b"s": "student", b"w": "watcher"}
 
 def _entries(flat: list[Any]) -> list[tuple[int, bytes]]:
     return [(int(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def _history(flat: list[Any]) -> list[HistoryEntry]:
+    return [
+        HistoryEntry(
+            int(bytes(flat[i]).split(b"-", 1)[0]),
+            bytes(flat[i + 1]).decode(errors="replace"),
+            bytes(flat[i + 2]).decode(errors="replace"),
+            bytes(flat[i + 3]),
+        )
+        for i in range(0, len(flat), 4)
+    ]
 
 
 class RoomStore:
@@ -167,7 +182,9 @@ class RoomStore:
             peak_students=int(r[4]),
             mentor=r[5].decode(),
             snapshot=bytes(r[6]),
-            entries=_entries(r[7:]),
+            history_cut=r[7] == b"1",
+            history=_history(r[9 : 9 + 4 * int(r[8])]),
+            entries=_entries(r[9 + 4 * int(r[8]) :]),
         )
 
     async def resync(

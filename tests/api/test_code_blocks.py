@@ -104,6 +104,7 @@ async def test_solution_never_in_public_bytes(
         "/healthz",
         "/readyz",
         f"/api/code-blocks/{made['id']}/sessions",  # 401 without a token
+        f"/api/code-blocks/{made['id']}/admin",  # 401 without a token
     ]
     for path in public:
         response = await api_client.get(path)
@@ -276,6 +277,8 @@ WRITES = [
     ("PATCH", "/api/code-blocks/{id}"),
     ("DELETE", "/api/code-blocks/{id}"),
     ("GET", "/api/code-blocks/{id}/sessions"),
+    ("GET", "/api/code-blocks/{id}/admin"),
+    ("GET", "/api/sessions/{id}/replay"),
 ]
 
 
@@ -349,6 +352,8 @@ async def test_sessions_newest_first(
     )
     assert response.status_code == 200
     sessions = response.json()
+    full = await api_client.get(f"/api/code-blocks/{made['id']}/admin", headers=admin_headers)
+    assert full.status_code == 200 and full.json()["solution"] == made["solution"]
     assert [s["sessionId"] for s in sessions] == [f"s{i}-{made['id']}" for i in (2, 1, 0)]
     assert sessions[1]["solved"] is True
     assert sessions[0]["startedAt"] == "2026-01-01T00:02:00+00:00"

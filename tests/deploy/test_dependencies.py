@@ -96,7 +96,7 @@ def test_make_run_and_test_install_the_extra_and_ci_goes_through_make() -> None:
     assert extra_var and f"--extra {EXTRA}" in extra_var.group(1)
     for target in ("sync", "run", "test"):
         assert "$(DEV)" in targets[target], (target, targets[target])
-    assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+    assert re.search(r"^make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
 def test_no_image_installs_the_extra() -> None:

@@ -31,8 +31,7 @@ from tests.fleet.storm import (
     room_states,
     typed_update,
 )
-from tests.infra import Fleet, RedisServer, await_until
-from tests.infra import scrape as metrics
+from tests.infra import Fleet, RedisServer, await_until, scrape
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -120,12 +119,12 @@ async def test_a_class_of_1000_rooms_opens_and_ends_at_once(storm_fleet: Fleet) 
     assert fleet.api is not None
     blocks = await asyncio.to_thread(insert_blocks, fleet, ROOMS)
     reads_before = sum(
-        metrics(g.url).get("coderoom_gateway_block_mongo_reads_total", 0.0) for g in fleet.gateways
+        scrape(g.url).get("coderoom_gateway_block_mongo_reads_total", 0.0) for g in fleet.gateways
     )
     mentors, students = await open_class(fleet, blocks)
     reads = (
         sum(
-            metrics(g.url).get("coderoom_gateway_block_mongo_reads_total", 0.0)
+            scrape(g.url).get("coderoom_gateway_block_mongo_reads_total", 0.0)
             for g in fleet.gateways
         )
         - reads_before

@@ -221,3 +221,42 @@ async def test_closed_rooms_are_enqueued_in_order(redis: Redis, keys: Keys) -> N
     assert [SessionRecord.decode(f[b"r"]).session_id for _, f in entries] == [
         f"s{i}" for i in range(5)
     ]
+
+
+class SlowCollection:
+    """A collection whose writes take `delay` seconds (a MongoDB under a storm)."""
+
+    def __init__(self, collection: Collection, delay: float) -> None:
+        self.collection = collection
+        self.delay = delay
+
+    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool) -> Any:
+        await asyncio.sleep(self.delay)
+        return await self.collection.insert_many(docs, ordered=ordered)
+
+
+async def test_a_slow_write_is_not_mistaken_for_a_dead_consumer(
+    redis: Redis, keys: Keys, sessions: Collection
+) -> None:
+    queue = ArchiveQueue(redis, keys, max_len=1000)
+    slow = SlowCollection(sessions, delay=1.5)
+
+    async def get_slow() -> Any:
+        return slow
+
+    await queue.enqueue([record(i) for i in range(40)])
+    drainers = [
+        Drainer(queue, name, get_slow, batch=20, claim_idle_seconds=0.3, write_timeout=30)
+        for name in ("a", "b")
+    ]
+    for d in drainers:
+        d.start()
+    try:
+        await await_until(
+            lambda: sum(d.stats.archived for d in drainers) >= 40, within=30, message="40"
+        )
+    finally:
+        for d in drainers:
+            await d.stop()
+    assert sum(d.stats.duplicates for d in drainers) == 0  # nobody wrote another's batch
+    assert await sessions.count_documents({}) == 40

@@ -35,7 +35,7 @@ from services.gateway.channel import (
         (b"Ugw-1\x00e1\x0012\x00\x01\x00", LogEntry(b"gw-1", "e1", 12, b"\x01\x00")),
         (b"Ug\x00e\x001\x00a\x00b\x00", LogEntry(b"g", "e", 1, b"a\x00b\x00")),  # NULs in it
         (b"Ug\x00e\x003\x00", LogEntry(b"g", "e", 3, b"")),
-        (b"Agw\x00\x01\x02\x00", Awareness(b"gw", b"\x01\x02\x00")),
+        (b"Agw\x00sc1\x00\x01\x02\x00", Awareness(b"gw", "sc1", b"\x01\x02\x00")),
         (b"Qgw-2", AwarenessQuery(b"gw-2")),
         (b"P7\x001\x003\x000", Presence(7, True, 3, 0)),
         (b"P1\x000\x000\x002", Presence(1, False, 0, 2)),
@@ -59,6 +59,7 @@ def test_decode_table(data: bytes, message: Message) -> None:
         (b"Ug\x00e\x00x\x00u", "not a count"),
         (b"Ug\x00\xff\x001\x00u", "UTF-8"),
         (b"Agw", "awareness message needs"),
+        (b"Agw\x00owner", "awareness message needs"),
         (b"P1\x001\x002", "presence needs"),
         (b"P1\x002\x000\x000", "presence needs"),
         (b"P1\x001\x00two\x000", "not a count"),
@@ -75,7 +76,7 @@ def test_decode_rejects_malformed_messages(data: bytes, reason: str) -> None:
 
 def test_encoders_write_what_decode_reads() -> None:
     assert encode_log_entry(b"gw", "ep", 5, b"\x00u") == b"Ugw\x00ep\x005\x00\x00u"
-    assert encode_awareness(b"gw", b"\x01") == awareness_prefix(b"gw") + b"\x01"
+    assert encode_awareness(b"gw", "mc", b"\x01") == awareness_prefix(b"gw") + b"mc\x00\x01"
     assert encode_query(b"gw") == b"Qgw"
     assert encode_presence(Presence(3, False, 2, 1)) == b"P3\x000\x002\x001"
     assert encode_solved(9) == b"S9"
@@ -97,7 +98,7 @@ def test_log_entry_round_trip(origin: bytes, epoch: str, seq: int, update: bytes
 
 @given(origins, st.binary(max_size=64))
 def test_awareness_round_trip(origin: bytes, update: bytes) -> None:
-    assert decode(encode_awareness(origin, update)) == Awareness(origin, update)
+    assert decode(encode_awareness(origin, "sc", update)) == Awareness(origin, "sc", update)
     assert decode(encode_query(origin)) == AwarenessQuery(origin)
 
 

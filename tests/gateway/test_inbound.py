@@ -97,17 +97,18 @@ def test_presence_only_moves_forward() -> None:
 def test_awareness_from_others_only_and_answers_to_queries() -> None:
     room = _room()
     update = encode_awareness_update([(9, 1, '{"user":"x"}')])
-    assert react(room, Awareness(OWN, update), OWN) == Reaction()
-    assert react(room, Awareness(OTHER, update), OWN) == Reaction(
+    assert react(room, Awareness(OWN, "sx", update), OWN) == Reaction()
+    assert react(room, Awareness(OTHER, "sx", update), OWN) == Reaction(
         fanout=[protocol.awareness_message(update)]
     )
-    assert react(room, Awareness(OTHER, b"\xff"), OWN) == Reaction()  # malformed: dropped
+    assert react(room, Awareness(OTHER, "sx", b"\xff"), OWN) == Reaction()  # malformed: dropped
     # Nobody of ours is here: nothing to answer; a query of our own is never answered.
     assert react(room, AwarenessQuery(OTHER), OWN) == Reaction()
     room.add_member("gw-a/1", "c1", "student", 0.0)
     mine = encode_awareness_update([(11, 1, '{"user":"me"}')])
     room.receive("gw-a/1", protocol.awareness_message(mine), 0.0)
-    assert react(room, AwarenessQuery(OTHER), OWN) == Reaction(publish_awareness=mine)
+    assert react(room, AwarenessQuery(OTHER), OWN) == Reaction(publish_awareness=[("sc1", mine)])
+    assert room.awareness_owners[9] == "sx"  # the relayed id's owner is remembered
     assert react(room, AwarenessQuery(OWN), OWN) == Reaction()
 
 

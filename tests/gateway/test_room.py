@@ -619,8 +619,11 @@ def test_remove_member_retracts_its_awareness(room: RoomCore) -> None:
     assert gone == [(10, 8, "null"), (11, 3, "null")]  # clock + 1, state null
     assert set(room.awareness) == {20}
     assert (effects.reply, effects.publish_update, effects.close) == ([], None, None)
-    # The id is free again for someone else.
-    assert room.receive("s2", _awareness_frame([(10, 9, "{}")]), 0).close is None
+    assert effects.awareness_owner == "sclient-of-s1"
+    # The id stays its owner's: someone else may not take it, the same client may.
+    assert room.receive("s2", _awareness_frame([(10, 9, "{}")]), 0).close == 4400
+    room.add_member("s1-again", "client-of-s1", "student", 0.0)
+    assert room.receive("s1-again", _awareness_frame([(10, 9, "{}")]), 0).close is None
 
 
 def test_remove_member_after_it_said_null(room: RoomCore) -> None:
@@ -636,8 +639,8 @@ def test_remove_member_after_it_said_null(room: RoomCore) -> None:
 
 def test_awareness_id_moves_to_the_newest_sender(room: RoomCore) -> None:
     # y-websocket keeps its awareness id across reconnects; the old socket may linger.
-    _join(room, "s1", "student")
-    _join(room, "s2", "student")
+    room.add_member("s1", "client-a", "student", 0.0)
+    room.add_member("s2", "client-a", "student", 0.0)
     room.receive("s1", _awareness_frame([(10, 1, '{"mine":true}')]), 0)
     effects = room.receive("s2", _awareness_frame([(10, 2, '{"mine":2}')]), 0)
     assert effects.close is None
@@ -917,23 +920,80 @@ def test_solved_check_agrees_with_the_solved_rule(text: str, solution: str) -> N
 
 
 def test_local_awareness_lists_only_this_gateways_members(room: RoomCore) -> None:
-    assert room.local_awareness() is None
+    assert room.local_awareness() == []
     _join(room, "s1", "student")
+    _join(room, "m1", "mentor")
     room.receive("s1", _awareness_frame([(10, 3, '{"me":1}')]), 0)
-    room.apply_remote_awareness(encode_awareness_update([(20, 1, '{"other":1}')]))
-    mine = room.local_awareness()
-    assert mine is not None
-    assert parse_awareness_update(mine) == [(10, 3, '{"me":1}')]
+    room.receive("m1", _awareness_frame([(11, 1, '{"m":1}')]), 0)
+    room.apply_remote_awareness(encode_awareness_update([(20, 1, '{"other":1}')]), "sx")
+    mine = dict(room.local_awareness())
+    assert {owner: parse_awareness_update(u) for owner, u in mine.items()} == {
+        "sclient-of-s1": [(10, 3, '{"me":1}')],
+        "mclient-of-m1": [(11, 1, '{"m":1}')],
+    }
+
+
+# --- awareness ownership (a member may not speak for another's Yjs id) ---------------------
+
+
+def test_awareness_for_another_members_id_is_refused(room: RoomCore) -> None:
+    _join(room, "s1", "student")
+    _join(room, "s2", "student")
+    room.receive("s1", _awareness_frame([(10, 1, '{"user":{"name":"Ada"}}')]), 0)
+    forged = _awareness_frame([(10, 2, '{"user":{"name":"Ada (forged)"}}')])
+    effects = room.receive("s2", forged, 0)
+    assert effects == Effects(close=CloseCode.BAD_REQUEST, reason="awareness id of another member")
+    assert room.awareness[10] == (1, '{"user":{"name":"Ada"}}')
+    assert room.members["s1"].awareness_ids == {10} and room.members["s2"].awareness_ids == set()
+    # A forged removal too; and a forged entry hidden among the sender's own.
+    assert room.receive("s2", _awareness_frame([(10, 2, "null")]), 0).close == 4400
+    mixed = _awareness_frame([(20, 1, "{}"), (10, 3, "{}")])
+    assert room.receive("s2", mixed, 0).close == 4400
+    assert 20 not in room.awareness and room.awareness[10][0] == 1
+
+
+def test_a_stock_clients_timeout_removal_of_a_peer_is_dropped_silently(room: RoomCore) -> None:
+    # y-protocols removes a silent peer's state at the clock it knows, and y-websocket
+    # sends that on: not a forgery, and nothing to relay.
+    _join(room, "s1", "student")
+    _join(room, "s2", "student")
+    room.receive("s1", _awareness_frame([(10, 4, "{}")]), 0)
+    effects = room.receive("s2", _awareness_frame([(10, 4, "null"), (20, 1, "{}")]), 0)
+    assert effects.close is None
+    assert parse_awareness_update(effects.publish_awareness or b"") == [(20, 1, "{}")]
+    assert room.awareness[10] == (4, "{}")
+
+
+def test_the_mentors_ids_are_not_a_students_even_with_its_client_id(room: RoomCore) -> None:
+    room.add_member("m", "tab-1", "mentor", 0.0)
+    room.receive("m", _awareness_frame([(10, 1, '{"user":{"name":"Mentor"}}')]), 0)
+    room.remove_member("m")
+    # A student who learnt the mentor's client id joins with it: still not the owner.
+    room.add_member("s", "tab-1", "student", 0.0)
+    assert room.receive("s", _awareness_frame([(10, 9, "{}")]), 0).close == 4400
+    room.add_member("m2", "tab-1", "mentor", 0.0)
+    assert room.receive("m2", _awareness_frame([(10, 9, "{}")]), 0).close is None
+
+
+def test_ownership_learnt_from_other_gateways(room: RoomCore) -> None:
+    room.apply_remote_awareness(encode_awareness_update([(30, 1, '{"r":1}')]), "sremote-tab")
+    room.add_member("s1", "local-tab", "student", 0.0)
+    assert room.receive("s1", _awareness_frame([(30, 2, "{}")]), 0).close == 4400
+    # The remote tab itself, reconnecting here after its gateway died, takes it back.
+    room.add_member("s2", "remote-tab", "student", 0.0)
+    effects = room.receive("s2", _awareness_frame([(30, 2, '{"r":2}')]), 0)
+    assert effects.close is None and effects.awareness_owner == "sremote-tab"
+    assert room.members["s2"].awareness_ids == {30}
 
 
 def test_a_client_that_missed_its_own_removal_is_told_so(room: RoomCore) -> None:
     # Its socket closed (a gateway restart): the room announced the removal at clock 6.
-    _join(room, "old", "student")
+    room.add_member("old", "tab", "student", 0.0)
     room.receive("old", _awareness_frame([(10, 5, '{"me":1}')]), 0)
     room.remove_member("old")
     assert room.awareness_clocks[10] == 6
     # Back on a new socket with its last clock: not newer, so not relayed...
-    _join(room, "new", "student")
+    room.add_member("new", "tab", "student", 0.0)
     effects = room.receive("new", _awareness_frame([(10, 5, '{"me":1}')]), 0)
     assert effects.broadcast == [] and effects.publish_awareness is None
     # ...but answered with the removal, which makes y-protocols re-announce (clock 7).

@@ -40,11 +40,19 @@ async def store(
 
 
 async def publish(
-    store: RoomStore, block_id: str, session: str, gateway_id: str, update: bytes
+    store: RoomStore,
+    block_id: str,
+    session: str,
+    gateway_id: str,
+    update: bytes,
+    *,
+    author: str = "",
+    history_max_bytes: int = 1 << 22,
 ) -> tuple[int, int, int]:
     """The PUBLISH script as the outbox runs it (pipelined, by EVALSHA, in production)."""
     keys = store.keys.room(block_id).as_list()
-    r = await store.redis.eval(PUBLISH, len(keys), *keys, session, gateway_id, update)
+    args = (session, gateway_id, history_max_bytes, author, update)
+    r = await store.redis.eval(PUBLISH, len(keys), *keys, *args)
     return int(r[0]), int(r[1]), int(r[2])
 
 
@@ -220,3 +228,37 @@ async def test_what_the_scripts_publish_is_the_channel_codecs_format(store: Room
     assert solved == channel.Solved(1) and raw[2] == channel.encode_solved(1)
     assert closed == channel.SessionClosed(session, "empty")
     assert raw[3] == channel.encode_session_closed(session, "empty")
+
+
+async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> None:
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    await join(store, "g/2", "s1")
+    tpl = template_update("tpl")
+    first, second, third = (edit(tpl, f"<{i}>") for i in range(3))
+    bound = len(first) + len(second)
+    for update, author in ((first, "ss1\tAda"), (second, "ss1\tAda\nss2"), (third, "ss2")):
+        seq, _, _ = await publish(
+            store, "b", session, "g", update, author=author, history_max_bytes=bound
+        )
+        assert seq > 0  # the room goes on past the history's bound
+    assert await store.mark_solved("b", session, 3, True)
+    await store.leave("b", "g/2", 3000)
+    await store.leave("b", "g/1", 3000)
+    keys = store.keys.room("b")
+    assert await store.redis.xlen(keys.history) == 8
+    closed = await store.end_session(
+        "b", session="", now_ms=9000, grace_ms=0, reason="r", force=True
+    )
+    assert isinstance(closed, Closed)
+    assert [e.kind for e in closed.history] == ["o", "j", "j", "u", "u", "s", "l", "l"]
+    assert closed.history[0].data == tpl
+    assert [e.author for e in closed.history[1:3]] == ["mm", "ss1"]
+    assert [e.data for e in closed.history[3:5]] == [first, second]
+    assert closed.history[4].author == "ss1\tAda\nss2"
+    assert [e.author for e in closed.history[6:]] == ["ss1", "mm"]
+    assert closed.history_cut  # the third update was over the bound
+    assert [s for s, _ in closed.entries] == [1, 2, 3]  # the log has all three
+    times = [e.at_ms for e in closed.history]
+    assert times == sorted(times) and times[0] > 1_600_000_000_000
+    assert not await store.redis.exists(keys.history)

@@ -59,3 +59,37 @@ async def test_pings_are_spread_over_the_interval_and_silence_closes(
     assert code == CloseCode.INTERNAL_ERROR  # 1011: reconnect, as for a dead peer
     for sock in socks:
         sock.abort()
+
+
+async def _events(sock: RawSocket, until: float) -> list[str]:
+    """Answer pings and collect the control events' types until ``until``."""
+    from shared.protocol import MessageType, decode_control
+
+    kinds: list[str] = []
+    try:
+        while (left := until - time.monotonic()) > 0:
+            async with asyncio.timeout(left):
+                op, data = await sock.read_frame()
+            if op == OP_PING:
+                sock.send_nowait(frame(data, OP_PONG))
+            elif op == OP_CLOSE:
+                break
+            elif data[:1] == bytes([MessageType.CONTROL]):
+                kinds.append(str(decode_control(data)["type"]))
+    except TimeoutError:
+        pass
+    return kinds
+
+
+async def test_heartbeat_events_only_for_clients_that_ask(hblocks: Blocks, hgw: list[str]) -> None:
+    """The coderoom client asks for heartbeats (?heartbeat=1) to notice a silent socket;
+    a stock y-websocket client does not, and would log each one as an unknown message."""
+    block = hblocks.new()
+    asking = await raw_join(hgw[0], block.id, "?client=hb-yes&heartbeat=1")
+    stock = await raw_join(hgw[0], block.id, "?client=hb-no")
+    until = time.monotonic() + scaled(2 * KEEPALIVE + 0.5)
+    got_yes, got_no = await asyncio.gather(_events(asking, until), _events(stock, until))
+    assert got_yes.count("heartbeat") >= 1, got_yes
+    assert "heartbeat" not in got_no, got_no
+    asking.abort()
+    stock.abort()

@@ -174,7 +174,7 @@ function recordingWebSocket (rec) {
         rec.frames += 1
         try {
           const frame = decodeFrame(bytesOf(data))
-          if (frame.type === 100) rec.control.push(frame.event)
+          if (frame.type === 100 && !rec.gone) rec.control.push(frame.event)
           if (frame.type === 2) rec.auth.push(frame)
         } catch (err) {
           rec.frameErrors.push(String(err))
@@ -233,6 +233,9 @@ function forwardOwnAwarenessOnly (provider) {
 function destroy (client) {
   if (client.destroyed) return
   client.destroyed = true
+  // Frames that still arrive on the closing socket never reach the destroyed provider
+  // (so it logs nothing for them): they are not counted as delivered to it.
+  client.rec.gone = true
   client.provider.destroy()
   client.provider.awareness.destroy()
 }

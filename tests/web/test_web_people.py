@@ -23,6 +23,8 @@ GRACE = 4.0  # MENTOR_GRACE_SECONDS here: long enough to press "Copy code"
 # The gateways' defaults (KEEPALIVE_SECONDS=3, KEEPALIVE_TIMEOUT_SECONDS=2): a silent
 # socket is closed within interval + timeout + one slice + the short close.
 LIVENESS = 3 + 2 + 1 + 0.5
+# A low per-connection rate, so that typing on a busy machine still outruns it.
+RATE = {"MAX_UPDATES_PER_SECOND": 10, "UPDATE_BURST": 40}
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 
 
@@ -49,7 +51,7 @@ def fleet(
     fleet = Fleet(
         tmp_path_factory.mktemp("peoplefleet"),
         gateways=2,
-        env={"MENTOR_GRACE_SECONDS": GRACE},
+        env={"MENTOR_GRACE_SECONDS": GRACE, **RATE},
         redis=redis_server,
         mongo=mongo,
     )
@@ -249,6 +251,40 @@ def test_an_update_the_gateway_refuses_anyway_is_dropped_not_resent(
     assert log.count("connected") == 2, log  # one reconnect, no loop
     assert log[-1] == "connected", log
     assert "line 1999" not in mentor.text()
+
+
+def test_fast_typing_is_paced_below_the_gateways_rate_limit(
+    people: People, new_block: Callable[..., dict[str, Any]]
+) -> None:
+    """Every keystroke is an update and a caret move (two frames); typing faster than
+    the gateway's MAX_UPDATES_PER_SECOND (here 10, burst 40) must not get the socket
+    closed with 4429: the client holds and merges what it cannot send yet."""
+    room = f"/blocks/{new_block()['id']}"
+    mentor = people.open(f"{room}?gateway=0")
+    joined(mentor, "mentor")
+    student = people.open(f"{room}?gateway=1")
+    joined(student, "student")
+    watch_status(student)
+    typed = "".join(f"{i % 10}" for i in range(150))
+    student.editor.click()
+    student.page.keyboard.press("Control+End")
+    # Keystrokes as fast as the page takes them (Playwright's own typing is far slower
+    # on a busy machine): each insertText is an edit and a caret move, two frames.
+    took = student.page.evaluate(
+        """async (text) => {
+          const start = performance.now();
+          for (const ch of text) {
+            document.execCommand('insertText', false, ch);
+            await Promise.resolve();
+          }
+          return performance.now() - start;
+        }""",
+        typed,
+    )
+    print(f"{len(typed)} keystrokes in {took:.0f} ms")
+    wait_text(mentor, lambda t: typed in t, timeout=20)
+    assert status_log(student) == ["connected"], status_log(student)
+    expect(student.page.locator("#room-message")).to_be_empty()
 
 
 # --- 3, 4. read-only people by keyboard, and their selections ---------------------------

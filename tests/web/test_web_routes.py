@@ -30,7 +30,16 @@ def _version() -> str:
     return str(info["version"])
 
 
-@pytest.mark.parametrize("path", ["/", "/blocks/0123456789abcdef01234567", "/blocks/nope"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/blocks/0123456789abcdef01234567",
+        "/blocks/nope",
+        "/admin",
+        "/admin/replay/0123456789abcdef01234567",
+    ],
+)
 async def test_pages_serve_the_shell_uncached_with_csp(
     client: httpx.AsyncClient, path: str
 ) -> None:

@@ -171,7 +171,9 @@ def test_infinite_loops_stop_at_the_limit_and_the_next_run_is_clean(
     assert "time limit" in str(student.page.locator("#run-error").text_content())
     set_code(student, "console.log(typeof leftover);\n")
     assert run(student) == "ok" and output(student) == "undefined\n"
-    # Stop by hand, then again a clean run.
+    # Stop by hand (in a block with a long limit), then again a clean run.
+    block = new_block(language="javascript", template="", runTimeoutSeconds=60)
+    _, student = room(people, block["id"])
     set_code(student, "setInterval(() => console.log('tick'), 50);\n")
     student.page.keyboard.press("Control+Enter")
     expect(student.page.locator("#run-output")).to_contain_text("tick")

@@ -74,6 +74,8 @@ export interface EditorOptions {
   /** Why a local edit inserting this text cannot be shared (null: it can). */
   check?: (inserted: string) => string | null;
   refused?: (why: string) => void;
+  /** More extensions (e.g. the hint gutter of chat.ts). */
+  extensions?: Extension[];
 }
 
 export class CodeEditor {
@@ -103,6 +105,7 @@ export class CodeEditor {
         this.readOnly.of(readOnlyExtension(opts.readOnly, opts.label)),
         guardExtension(opts.check, opts.refused ?? (() => undefined)),
         yCollab(opts.ytext, opts.awareness, { undoManager }),
+        ...(opts.extensions ?? []),
       ],
     });
     return new EditorView({ state, parent: opts.parent });

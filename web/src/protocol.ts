@@ -2,6 +2,7 @@
 // y-websocket framing: varUint message type, then the payload (lib0 encoding).
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
+import { type ChatEvent, parseChatEvent } from "./chat";
 import { parseSharedRun, type SharedRun } from "./run/result";
 
 export const MESSAGE_SYNC = 0;
@@ -44,7 +45,7 @@ export interface RunsEvent {
   type: "runs";
   runs: SharedRun[];
 }
-export type ControlEvent = WelcomeEvent | PresenceEvent | SolvedEvent | RoomClosedEvent | RunEvent | RunsEvent;
+export type ControlEvent = WelcomeEvent | PresenceEvent | SolvedEvent | RoomClosedEvent | RunEvent | RunsEvent | ChatEvent;
 
 const ROLES: readonly string[] = ["mentor", "student", "watcher"];
 
@@ -91,7 +92,7 @@ export function parseControl(json: string): ControlEvent | null {
       return { type: "runs", runs };
     }
     default:
-      return null;
+      return parseChatEvent(ev); // chat.ts: chat, hints, follow-me, refused
   }
 }
 

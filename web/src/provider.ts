@@ -9,6 +9,7 @@ import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 
 import { backoffDelay } from "./backoff";
+import { clientBucket, type TokenBucket } from "./bucket";
 import {
   CLOSE,
   type ControlEvent,
@@ -46,6 +47,8 @@ export interface ProviderOptions {
   deadAfterMs?: number;
   /** The gateways' heartbeat interval (/api/config): sets the two silences above. */
   heartbeatMs?: number | null;
+  /** The gateways' per-connection rate limit (/api/config): frames are paced below it. */
+  rate?: { perSecond: number; burst: number };
 }
 
 export interface ProviderEvents {
@@ -81,6 +84,10 @@ export class RoomProvider {
   private destroyed = false;
   private unsent = 0;
   private lastLocal = false;
+  private bucket: TokenBucket | null = null;
+  private held: Uint8Array | null = null; // doc updates waiting for a token, merged
+  private heldAwareness = false;
+  private flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly opts: ProviderOptions,
@@ -137,6 +144,8 @@ export class RoomProvider {
     }, this.opts.connectTimeoutMs ?? 8000);
     ws.onopen = () => {
       clearTimeout(this.connectTimer);
+      const rate = this.opts.rate;
+      this.bucket = rate ? clientBucket(rate.perSecond, rate.burst, Date.now()) : null;
       this.lastHeard = Date.now();
       this.watchLiveness(ws);
       this.welcomeTimer = setTimeout(() => this.startSync(), this.opts.welcomeTimeoutMs ?? 5000);
@@ -158,6 +167,7 @@ export class RoomProvider {
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.announceTimer);
+    clearTimeout(this.flushTimer);
     clearInterval(this.livenessTimer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
@@ -170,7 +180,8 @@ export class RoomProvider {
   }
 
   private url(): string {
-    const q = new URLSearchParams({ client: this.opts.clientId });
+    // heartbeat=1: the gateway sends us a heartbeat event every few seconds (liveness).
+    const q = new URLSearchParams({ client: this.opts.clientId, heartbeat: "1" });
     if (this.opts.watcher) q.set("role", "watcher");
     const token = this.opts.token();
     if (token) q.set("token", token);
@@ -289,6 +300,12 @@ export class RoomProvider {
 
   private onClosed(code: number, reason: string): void {
     clearInterval(this.livenessTimer);
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    // Held updates are in the doc: they go out with the step 2 of the next socket.
+    if (this.held) this.unsent += this.held.length;
+    this.held = null;
+    this.heldAwareness = false;
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.connectTimer);
     this.ws = null;
@@ -368,16 +385,60 @@ export class RoomProvider {
     return true;
   }
 
+  /** Send a frame that cannot wait (the sync handshake, a probe, our leaving). */
   private send(data: Uint8Array): void {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    this.bucket?.spend(Date.now());
+    this.ws.send(data as Uint8Array<ArrayBuffer>);
+  }
+
+  /** Take a token for a frame that can wait (an edit, a caret move). */
+  private takeToken(): boolean {
+    return this.bucket === null || this.bucket.take(Date.now());
+  }
+
+  private write(data: Uint8Array): void {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(data as Uint8Array<ArrayBuffer>);
   }
 
-  private sendAwareness(clients: number[]): void {
+  private awarenessFrame(clients: number[]): Uint8Array {
     const enc = encoding.createEncoder();
     encoding.writeVarUint(enc, MESSAGE_AWARENESS);
     encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, clients));
-    this.send(encoding.toUint8Array(enc));
+    return encoding.toUint8Array(enc);
   }
+
+  private sendAwareness(clients: number[]): void {
+    this.send(this.awarenessFrame(clients));
+  }
+
+  private updateFrame(update: Uint8Array): Uint8Array {
+    const enc = encoding.createEncoder();
+    encoding.writeVarUint(enc, MESSAGE_SYNC);
+    syncProtocol.writeUpdate(enc, update);
+    return encoding.toUint8Array(enc);
+  }
+
+  // Past the rate the gateway allows, edits wait (merged into one update) and only the
+  // latest caret is sent, instead of the socket being closed with 4429.
+  private scheduleFlush(): void {
+    if (this.flushTimer !== undefined || !this.bucket) return;
+    this.flushTimer = setTimeout(this.flush, Math.max(10, this.bucket.waitMs(Date.now())));
+  }
+
+  private readonly flush = (): void => {
+    this.flushTimer = undefined;
+    if (!this.connected) return;
+    if (this.held && this.takeToken()) {
+      this.write(this.updateFrame(this.held));
+      this.held = null;
+    }
+    if (this.heldAwareness && !this.held && this.takeToken()) {
+      this.heldAwareness = false;
+      if (this.awareness.getLocalState() !== null) this.write(this.awarenessFrame([this.doc.clientID]));
+    }
+    if (this.held || this.heldAwareness) this.scheduleFlush();
+  };
 
   /** Publish our state again with a higher clock: gateways (like y-protocols) drop a
    * state whose clock they have seen, so a plain re-send would be taken for an echo. */
@@ -401,10 +462,12 @@ export class RoomProvider {
       this.unsent += update.length;
       return;
     }
-    const enc = encoding.createEncoder();
-    encoding.writeVarUint(enc, MESSAGE_SYNC);
-    syncProtocol.writeUpdate(enc, update);
-    this.send(encoding.toUint8Array(enc));
+    if (this.held === null && this.takeToken()) {
+      this.write(this.updateFrame(update));
+    } else {
+      this.held = this.held ? Y.mergeUpdates([this.held, update]) : update;
+      this.scheduleFlush();
+    }
   };
 
   private readonly onAwarenessUpdate = (
@@ -413,7 +476,17 @@ export class RoomProvider {
   ): void => {
     if (!this.connected) return;
     if (origin !== this) {
-      this.sendAwareness([...change.added, ...change.updated, ...change.removed]);
+      const self = this.doc.clientID;
+      const clients = [...change.added, ...change.updated, ...change.removed];
+      const onlyOurs = clients.length === 1 && clients[0] === self && !change.removed.includes(self);
+      if (!onlyOurs) {
+        this.sendAwareness(clients);
+      } else if (!this.heldAwareness && !this.held && this.takeToken()) {
+        this.write(this.awarenessFrame(clients));
+      } else {
+        this.heldAwareness = true;
+        this.scheduleFlush();
+      }
     } else if (change.added.length && this.awareness.getStates().size <= ANNOUNCE_MAX_PEERS) {
       this.announceSoon();
     }

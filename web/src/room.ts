@@ -4,7 +4,9 @@ import * as Y from "yjs";
 import { type ClientConfig, type CodeBlock, clientConfig, getBlock, HttpError } from "./api";
 import { h, mount, plural } from "./dom";
 import { renderNotFound } from "./notfound";
+import { ChatPanel, hintGutter } from "./chat";
 import { CodeEditor } from "./editor";
+import { Follow } from "./follow";
 import * as identity from "./identity";
 import { formatBytes, refusal, utf8Length } from "./limits";
 import { type ControlEvent, type Role, terminalAction } from "./protocol";
@@ -99,6 +101,8 @@ class RoomPage {
   private editor!: CodeEditor;
   private leaving = false;
   private runPanel: RunPanel | null = null;
+  private chat!: ChatPanel;
+  private follow!: Follow;
 
   private readonly roleEl = h("span", { class: "badge role-pending", id: "role", "data-role": "" }, "Joining…");
   private readonly statusEl = h(
@@ -156,6 +160,7 @@ class RoomPage {
         probeAfterMs,
         deadAfterMs: probeAfterMs && probeAfterMs * 2 + 1000,
         heartbeatMs: this.config.heartbeatSeconds && this.config.heartbeatSeconds * 1000,
+        rate: { perSecond: this.config.limits.maxUpdatesPerSecond, burst: this.config.limits.updateBurst },
       },
       {
         status: (s, info) => this.onStatus(s, info.base, info.delayMs),
@@ -242,6 +247,18 @@ class RoomPage {
     });
     const invite = h("button", { type: "button", class: "button small secondary", id: "copy-invite" }, "Copy invite link");
     invite.addEventListener("click", () => void this.copyInvite());
+    this.follow = new Follow({
+      awareness: () => this.provider.awareness,
+      doc: () => this.provider.doc,
+      view: () => this.editor.view,
+      host: this.editorHost,
+    });
+    this.chat = new ChatPanel({
+      send: (msg) => this.provider.sendControl(msg),
+      doc: () => this.provider.doc,
+      view: () => this.editor.view,
+      point: (anchor) => this.follow.point(anchor),
+    });
 
     mount(
       skip,
@@ -265,6 +282,7 @@ class RoomPage {
         this.block.description ? h("p", { class: "room-desc" }, this.block.description) : "",
         h("div", { class: "roombar" }, this.roleEl, this.statusEl, this.countsEl),
         h("div", { class: "room-notes" }, this.roleNoteEl, this.awayEl, this.messageEl),
+        this.follow.element,
         this.editorHost,
         this.hintEl,
         this.runPanel?.element,
@@ -274,6 +292,7 @@ class RoomPage {
           nameForm,
           this.peopleTitle,
           this.peopleEl,
+          this.chat.element,
           this.runPanel?.dashboard,
         ),
       ),
@@ -331,6 +350,7 @@ class RoomPage {
       check: (inserted: string) =>
         refusal(utf8Length(inserted), this.docBytes(), this.provider.unsentBytes, this.config.limits),
       refused: (why: string) => this.say(why, true),
+      extensions: [hintGutter()],
     };
     if (rebind) {
       this.setUser();
@@ -344,6 +364,8 @@ class RoomPage {
       this.renderSolved();
     });
     this.renderPeople();
+    this.chat.refresh();
+    this.follow.attach(() => this.renderPeople());
   }
 
   // Colours come from a hash of the client id, so two people may get close hues. The
@@ -396,7 +418,9 @@ class RoomPage {
           "li",
           { "data-role": role ?? "" },
           dot,
-          h("span", { class: "person-name" }, you ? `${name} (you)` : name),
+          you
+            ? h("span", { class: "person-name" }, `${name} (you)`)
+            : this.follow.personButton(clientId, name),
           role && role !== "student" ? h("span", { class: `tag tag-${role}` }, ROLE_TAG[role]) : null,
         ),
       );
@@ -429,6 +453,7 @@ class RoomPage {
       case "welcome":
         this.onWelcome(ev.role, ev.resumeToken, ev.session, ev.graceSeconds);
         this.runPanel?.setRole(ev.role);
+        this.chat.setRole(ev.role);
         break;
       case "presence": {
         const parts = [plural(ev.students, "student"), plural(ev.watchers, "watcher")];
@@ -450,6 +475,12 @@ class RoomPage {
       case "run":
       case "runs":
         this.runPanel?.receive(ev.type === "run" ? [ev.run] : ev.runs);
+        break;
+      case "follow-me":
+        this.follow.onFollowMe(ev.on, ev.name, ev.awarenessIds);
+        break;
+      default:
+        this.chat.receive(ev); // chat, hints, refusals (chat.ts)
         break;
     }
   }
@@ -570,7 +601,8 @@ class RoomPage {
   private renderSolved(): void {
     const mark = identity.solvedMark(this.block.id);
     if (!mark || mark.session !== this.session || !this.session) return;
-    const by = new Set(this.solvedBy);
+    // Names only ever add up: who solved it stays known after they leave or we reload.
+    const by = new Set([...mark.by, ...this.solvedBy]);
     for (const state of this.provider.awareness.getStates().values()) {
       const st = state as PersonState;
       if (st.solved === this.session && st.user) {
@@ -579,7 +611,7 @@ class RoomPage {
       }
     }
     const names = [...by];
-    if (names.length !== mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
+    if (names.length > mark.by.length) identity.saveSolvedMark(this.block.id, { session: this.session, by: names });
     this.solvedBy = names;
     const who = names.length ? ` by ${names.join(" and ")}` : "";
     this.solvedBadge.textContent = `✓ Solved${who}`;

@@ -186,3 +186,23 @@ test("share: file names from titles", async () => {
   assert.equal(fileName("???", "python"), "code.py");
   assert.equal(fileName("Notes", "ruby"), "notes.txt");
 });
+
+test("token bucket: a burst, then the rate; waiting says how long", async () => {
+  const { TokenBucket, clientBucket } = await import("../src/bucket");
+  const b = new TokenBucket(10, 3, 0);
+  assert.ok(b.take(0) && b.take(0) && b.take(0));
+  assert.equal(b.take(0), false);
+  assert.equal(b.waitMs(0), 100);
+  assert.equal(b.take(50), false);
+  assert.equal(b.take(100), true);
+  b.spend(100);
+  assert.equal(b.waitMs(100), 200);
+  assert.equal(b.take(10_000), true); // refilled, capped at the burst
+  assert.ok(b.take(10_000) && b.take(10_000));
+  assert.equal(b.take(10_000), false);
+  const c = clientBucket(50, 200, 0);
+  let n = 0;
+  while (c.take(0)) n += 1;
+  assert.equal(n, 100);
+  assert.equal(c.waitMs(0), 25);
+});

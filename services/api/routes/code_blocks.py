@@ -102,6 +102,16 @@ async def get_block(request: Request) -> Response:
     return JSONResponse(cached.value, headers=cached.headers())
 
 
+async def get_admin_block(request: Request) -> Response:
+    """Admin: one block with its solution (what the admin area's editor loads)."""
+    d = deps(request)
+    require_admin(request, d.settings)
+    block_id = _object_id(request)
+    async with d.mongo_op():
+        doc = await _block_or_404(block_id)
+    return JSONResponse(admin_block(doc), headers={"Cache-Control": "no-store"})
+
+
 async def create_block(request: Request) -> Response:
     """Admin: create a block (the response includes the solution)."""
     d = deps(request)
@@ -185,12 +195,14 @@ async def list_sessions(request: Request) -> Response:
     block_id = _object_id(request)
     async with d.mongo_op():
         await _block_or_404(block_id)
-        sessions = (
-            await RoomSession.find({"block_id": str(block_id)})
-            .sort("-started_at", "-_id")
+        # The replay (the bulk of a session document) is left out: only its route reads it.
+        cursor = (
+            RoomSession.get_pymongo_collection()
+            .find({"block_id": str(block_id)}, projection={"replay": 0})
+            .sort([("started_at", -1), ("_id", -1)])
             .limit(MAX_SESSIONS)
-            .to_list()
         )
+        sessions = [RoomSession.model_validate(raw) async for raw in cursor]
     return JSONResponse([room_session_json(s) for s in sessions])
 
 
@@ -213,6 +225,12 @@ class CodeBlockItem(HTTPEndpoint):
 routes = [
     Route("/api/code-blocks", CodeBlocks, name="code_blocks"),
     Route("/api/code-blocks/{id}", CodeBlockItem, name="code_block"),
+    Route(
+        "/api/code-blocks/{id}/admin",
+        get_admin_block,
+        methods=["GET"],
+        name="code_block_admin",
+    ),
     Route(
         "/api/code-blocks/{id}/sessions",
         list_sessions,

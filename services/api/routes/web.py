@@ -175,6 +175,8 @@ routes: list[BaseRoute] = [
     Route("/", page, methods=["GET", "HEAD"], name="lobby_page"),
     Route("/blocks/{id}", page, methods=["GET", "HEAD"], name="room_page"),
     Route("/run/sandbox", runner, methods=["GET", "HEAD"], name="run_sandbox"),
+    Route("/admin", page, methods=["GET", "HEAD"], name="admin_page"),
+    Route("/admin/replay/{sessionId}", page, methods=["GET", "HEAD"], name="replay_page"),
     Mount("/static", app=_BundleFiles(STATIC_DIR), name="static"),
 ]
 

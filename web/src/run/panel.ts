@@ -50,6 +50,9 @@ export class RunPanel {
   private readonly outputEl = h("pre", {
     class: "run-output",
     id: "run-output",
+    // A log the keyboard can reach and scroll; the status line announces the end.
+    role: "log",
+    "aria-live": "off",
     tabindex: 0,
     "aria-label": "Output of the last run",
     "aria-describedby": "run-status",

@@ -11,7 +11,7 @@ declare const PYODIDE_VERSION: string;
 
 const SANDBOX_URL = "/run/sandbox";
 const FRAME_READY_MS = 10_000;
-const PYTHON_LOAD_MS = 90_000;
+const PYTHON_LOAD_MS = 180_000;
 
 export interface RunCallbacks {
   /** Kept output, as it arrives. */

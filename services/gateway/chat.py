@@ -1,0 +1,356 @@
+"""Room chat, the mentor's line hints and "follow me" (docs/protocol.md, "Chat and hints").
+
+Clients send ``chat``, ``hint``, ``hint-resolve`` and ``follow-me`` control messages
+(type 100). The gateway checks them (size, shape, UTF-8, who may send what, the sender's
+rate), adds the author from the socket (role, the display name of the socket's own
+awareness state; never from the message) and publishes the event on the room's channel
+with the CHAT_SCRIPT, which keeps the room's last ``CHAT_KEPT`` messages and
+``HINT_EVENTS_KEPT`` hint events for late joiners (``follow-me`` is not kept). Every
+gateway sends it to its members. A refusal that a well-behaved client can meet (a
+watcher writing, a student sending a hint, the rate) is answered with a ``refused``
+event and the socket stays open; a malformed message closes the sender with 4400, and a
+sender that keeps going over the rate is closed with 4429, as for runs.
+
+The checks and the codec are pure; ``ChatRelay`` is the thin Redis shell. Runs share the
+same way in: ``control_type`` tells ours from the rest, which goes to ``runs.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import secrets
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.gateway.room import Effects, RoomCore
+from services.gateway.runs import RunBudget, display_name
+from services.gateway.store import now_ms
+from shared.keys import Keys
+from shared.protocol import CloseCode, MessageType, Role, control_frame
+from shared.ywire import DecodeError, read_var_uint
+
+log = logging.getLogger(__name__)
+
+KINDS: Final = frozenset({"chat", "hint", "hint-resolve", "follow-me"})
+MAX_CHAT_FRAME: Final = 16 * 1024  # 1,000 characters escaped as JSON (\uXXXX) fit
+MAX_TEXT_CHARS: Final = 1000
+MAX_ANCHOR_CHARS: Final = 128  # base64 of a Yjs relative position (a few dozen bytes)
+MAX_LINE: Final = 1_000_000
+CHAT_KEPT: Final = 200
+HINT_EVENTS_KEPT: Final = 200  # hints and their resolutions
+CHAT_TTL_SECONDS: Final = 86_400
+CHAT_RATE: Final = 1.0  # messages a second per member ...
+CHAT_BURST: Final = 8  # ... after a burst of this many
+_FIELDS: Final[dict[str, frozenset[str]]] = {  # exactly these fields, nothing else
+    "chat": frozenset({"type", "text"}),
+    "hint": frozenset({"type", "text", "anchor", "line"}),
+    "hint-resolve": frozenset({"type", "id"}),
+    "follow-me": frozenset({"type", "on"}),
+}
+_HINT_ID = re.compile(r"[0-9a-f]{16}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+class ChatRefused(ValueError):
+    """A control message that is not a valid chat/hint message: close the sender (4400)."""
+
+
+def control_type(frame: bytes) -> str | None:
+    """The ``type`` of a client's control frame if it is one of ours, else None (the
+    frame then goes to runs, which refuses what it does not know)."""
+    if len(frame) > MAX_CHAT_FRAME:
+        return None
+    try:
+        _, pos = read_var_uint(frame, 0)
+        _, pos = read_var_uint(frame, pos)
+        message = orjson.loads(frame[pos:])
+    except (DecodeError, orjson.JSONDecodeError):
+        return None
+    kind = message.get("type") if isinstance(message, dict) else None
+    return kind if kind in KINDS else None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ChatRefused("text is not a string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800"): not text
+        raise ChatRefused("text is not valid UTF-8") from None
+    if len(value) > MAX_TEXT_CHARS:
+        raise ChatRefused("text longer than 1000 characters")
+    if not value.strip():
+        raise ChatRefused("text is empty")
+    return value
+
+
+def parse_message(frame: bytes) -> dict[str, Any]:
+    """The checked fields of a client's chat/hint/hint-resolve/follow-me frame."""
+    if len(frame) > MAX_CHAT_FRAME:
+        raise ChatRefused("message too large")
+    try:
+        kind, pos = read_var_uint(frame, 0)
+        size, pos = read_var_uint(frame, pos)
+    except DecodeError as exc:
+        raise ChatRefused(str(exc)) from None
+    if kind != MessageType.CONTROL or size != len(frame) - pos:
+        raise ChatRefused("control payload length does not match the frame")
+    try:
+        message = orjson.loads(frame[pos:])
+    except orjson.JSONDecodeError:
+        raise ChatRefused("control message is not UTF-8 JSON") from None
+    if not isinstance(message, dict) or message.get("type") not in _FIELDS:
+        raise ChatRefused("not a chat message")
+    if message.keys() != _FIELDS[message["type"]]:
+        raise ChatRefused(f"{message['type']} fields are wrong")
+    kind = message["type"]
+    if kind == "chat":
+        return {"type": kind, "text": _text(message["text"])}
+    if kind == "hint":
+        anchor, line = message["anchor"], message["line"]
+        if not isinstance(anchor, str) or not 0 < len(anchor) <= MAX_ANCHOR_CHARS:
+            raise ChatRefused("hint anchor is not a short string")
+        try:
+            if not _BASE64.fullmatch(anchor):
+                raise binascii.Error
+            base64.b64decode(anchor, validate=True)
+        except binascii.Error:
+            raise ChatRefused("hint anchor is not base64") from None
+        if type(line) is not int or not 1 <= line <= MAX_LINE:
+            raise ChatRefused("hint line out of range")
+        return {"type": kind, "text": _text(message["text"]), "anchor": anchor, "line": line}
+    if kind == "hint-resolve":
+        hint_id = message["id"]
+        if not isinstance(hint_id, str) or not _HINT_ID.fullmatch(hint_id):
+            raise ChatRefused("hint id is not one of ours")
+        return {"type": kind, "id": hint_id}
+    if type(message["on"]) is not bool:
+        raise ChatRefused("follow-me on is not a boolean")
+    return {"type": kind, "on": message["on"]}
+
+
+# Who may send what; everyone else gets a ``refused`` event (code ``forbidden``).
+MAY_SEND: Final[dict[str, frozenset[Role]]] = {
+    "chat": frozenset({"mentor", "student"}),
+    "hint": frozenset({"mentor"}),
+    "hint-resolve": frozenset({"mentor"}),
+    "follow-me": frozenset({"mentor"}),
+}
+
+
+def refused(kind: str, code: str, reason: str) -> bytes:
+    """The ``refused`` event for the sender only (the socket stays open)."""
+    event = {"type": "refused", "of": kind, "code": code, "reason": reason}
+    return control_frame(orjson.dumps(event))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one message: publish ``event`` (kept in ``keep``: "chat",
+    "hints" or "" for none), answer the sender, or close it."""
+
+    event: bytes | None = None
+    keep: str = ""
+    reply: bytes | None = None
+    close: CloseCode | None = None
+    reason: str = ""
+
+
+def decide(
+    frame: bytes,
+    *,
+    role: Role,
+    awareness_ids: Iterable[int],
+    awareness_states: Iterable[str],
+    allowed: bool | None,
+    event_id: str,
+    at_ms: int,
+) -> Decision:
+    """Check a client's chat/hint frame; ``allowed`` is the member's budget verdict."""
+    try:
+        message = parse_message(frame)
+    except ChatRefused as exc:
+        return Decision(close=CloseCode.BAD_REQUEST, reason=str(exc)[:100])
+    kind = message["type"]
+    if role not in MAY_SEND[kind]:
+        who = "watchers" if role == "watcher" else f"{role}s"
+        return Decision(reply=refused(kind, "forbidden", f"{who} may not send {kind}"))
+    if allowed is None:
+        return Decision(close=CloseCode.RATE_LIMITED, reason="too many chat messages")
+    if not allowed:
+        return Decision(reply=refused(kind, "rate-limited", "too many messages: wait a moment"))
+    author = {"name": display_name(awareness_states), "role": role}
+    if kind == "chat":
+        body = {"id": event_id, **author, "text": message["text"], "at": at_ms}
+        return Decision(event=orjson.dumps({"type": "chat", "message": body}), keep="chat")
+    if kind == "hint":
+        hint = {
+            "id": event_id,
+            **author,
+            "text": message["text"],
+            "anchor": message["anchor"],
+            "line": message["line"],
+            "at": at_ms,
+        }
+        return Decision(event=orjson.dumps({"type": "hint", "hint": hint}), keep="hints")
+    if kind == "hint-resolve":
+        event = {"type": "hint-resolved", "id": message["id"], "at": at_ms}
+        return Decision(event=orjson.dumps(event), keep="hints")
+    # The mentor's own Yjs ids (its socket's awareness): whom to follow.
+    ids = sorted(awareness_ids)
+    event = {"type": "follow-me", "on": message["on"], **author, "awarenessIds": ids}
+    return Decision(event=orjson.dumps(event))
+
+
+def history(chat: Iterable[bytes], hints: Iterable[bytes], session: str) -> bytes | None:
+    """The ``chat-history`` event for a joiner from the room's lists (entries
+    ``session\\0event``; other sessions' skipped), hints with their resolution folded
+    in; None when there is nothing."""
+    head = session.encode() + b"\x00"
+    messages = [orjson.loads(e[len(head) :])["message"] for e in chat if e.startswith(head)]
+    by_id: dict[str, dict[str, Any]] = {}
+    for entry in hints:
+        if not entry.startswith(head):
+            continue
+        event = orjson.loads(entry[len(head) :])
+        if event["type"] == "hint":
+            by_id[event["hint"]["id"]] = {**event["hint"], "resolvedAt": None}
+        elif event["id"] in by_id:
+            by_id[event["id"]]["resolvedAt"] = event["at"]
+    if not messages and not by_id:
+        return None
+    out = {"type": "chat-history", "messages": messages, "hints": list(by_id.values())}
+    return control_frame(orjson.dumps(out))
+
+
+def archive_of(chat: Iterable[bytes], hints: Iterable[bytes], session: str) -> dict[str, Any]:
+    """The chat and hints of a closed session, as the archive keeps them."""
+    frame = history(chat, hints, session)
+    if frame is None:
+        return {"messages": [], "hints": []}
+    _, pos = read_var_uint(frame, 0)
+    _, pos = read_var_uint(frame, pos)
+    event = orjson.loads(frame[pos:])
+    return {"messages": event["messages"], "hints": event["hints"]}
+
+
+# KEYS: state, list (chat or hints), channel. ARGV: session, event (JSON), kept (0: not
+# kept), ttl seconds, hint id ('' unless resolving). Entries are "<session>\0<event>"; a
+# list left by an earlier session is replaced. A resolution needs its hint in the list
+# and not yet resolved (0 otherwise: nothing published).
+CHAT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
+local tag = ARGV[1] .. '\\0'
+if ARGV[5] ~= '' then
+  local found = false
+  local hint = tag .. '{"type":"hint","hint":{"id":"' .. ARGV[5] .. '"'
+  local done = tag .. '{"type":"hint-resolved","id":"' .. ARGV[5] .. '"'
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if string.find(e, hint, 1, true) == 1 then found = true end
+    if string.find(e, done, 1, true) == 1 then return 0 end
+  end
+  if not found then return 0 end
+end
+if tonumber(ARGV[3]) > 0 then
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if head and string.sub(head, 1, string.len(tag)) ~= tag then redis.call('DEL', KEYS[2]) end
+  redis.call('RPUSH', KEYS[2], tag .. ARGV[2])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PUBLISH', KEYS[3], 'M' .. ARGV[2])
+return 1
+"""
+
+
+class ChatRelay:
+    """The shell: budget per member, the CHAT_SCRIPT, the joiner's history, the archive."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        spawn: Callable[[Coroutine[Any, Any, None]], Any],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._spawn = spawn
+        self._script = redis.register_script(CHAT_SCRIPT)
+        self._order = asyncio.Lock()  # published in the order they came (FIFO)
+        self.budget = RunBudget(CHAT_RATE, CHAT_BURST)
+
+    def receive(self, core: RoomCore, member_id: str, frame: bytes, now: float) -> Effects:
+        """A chat/hint frame from a member: relay it, refuse it, or close the sender."""
+        member = core.members[member_id]
+        ids = [c for c in member.awareness_ids if c in core.awareness]
+        decision = decide(
+            frame,
+            role=member.role,
+            awareness_ids=ids,
+            awareness_states=[core.awareness[c][1] for c in ids],
+            allowed=self.budget.take(member_id, now),
+            event_id=secrets.token_hex(8),
+            at_ms=now_ms(),
+        )
+        if decision.event is not None:
+            self._spawn(self._publish(core.block_id, core.session, decision))
+        reply = [decision.reply] if decision.reply is not None else []
+        return Effects(reply=reply, close=decision.close, reason=decision.reason)
+
+    async def _publish(self, block_id: str, session: str, decision: Decision) -> None:
+        keys = self._keys.room(block_id)
+        assert decision.event is not None
+        if decision.keep == "chat":
+            target, kept, resolving = keys.chat, CHAT_KEPT, ""
+        else:
+            target, kept = keys.hints, HINT_EVENTS_KEPT if decision.keep else 0
+            event = orjson.loads(decision.event)
+            resolving = event["id"] if event["type"] == "hint-resolved" else ""
+        try:
+            async with self._order:
+                await self._script(
+                    keys=[keys.state, target, keys.channel],
+                    args=[session, decision.event, kept, CHAT_TTL_SECONDS, resolving],
+                )
+        except RedisError as exc:
+            log.warning("a chat message in %s could not be shared: %s", block_id, exc)
+
+    def greet(self, block_id: str, session: str, send: Callable[[bytes], None]) -> None:
+        """Send a joiner the room's chat and hints (if any), after its welcome."""
+        self._spawn(self._greet(block_id, session, send))
+
+    async def _lists(self, block_id: str) -> tuple[list[bytes], list[bytes]]:
+        keys = self._keys.room(block_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(keys.chat, 0, -1)
+            pipe.lrange(keys.hints, 0, -1)
+            chat, hints = await pipe.execute()
+        return chat, hints
+
+    async def _greet(self, block_id: str, session: str, send: Callable[[bytes], None]) -> None:
+        try:
+            chat, hints = await self._lists(block_id)
+        except RedisError as exc:
+            log.warning("the chat of %s could not be read: %s", block_id, exc)
+            return
+        frame = history(chat, hints, session)
+        if frame is not None:
+            send(frame)
+
+    async def archive(self, block_id: str, session: str) -> dict[str, Any]:
+        """The chat and hints of a session that just closed (none if Redis fails)."""
+        try:
+            chat, hints = await self._lists(block_id)
+        except RedisError as exc:
+            log.warning("the chat of %s could not be archived: %s", block_id, exc)
+            return {"messages": [], "hints": []}
+        return archive_of(chat, hints, session)
