@@ -7,12 +7,25 @@ block (what an admin or the seed file supplies), validated the same way everywhe
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 from beanie import Document
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
+
+# A code block's id as it appears in URLs (the api's /api/code-blocks/<id>, the
+# gateway's /ws/rooms/<id>): a MongoDB ObjectId in lower-case hex, as str(ObjectId)
+# writes it. One spelling per block, so one room and one set of Redis keys per block.
+BLOCK_ID_PATTERN = "^[0-9a-f]{24}$"
+_BLOCK_ID = re.compile(BLOCK_ID_PATTERN)
+
+
+def is_block_id(text: str) -> bool:
+    """Whether ``text`` is a block id in its one accepted spelling (BLOCK_ID_PATTERN)."""
+    return _BLOCK_ID.fullmatch(text) is not None
+
 
 Language = Literal[
     "javascript",

@@ -79,6 +79,12 @@ class Keys:
         """Short lock so that one gateway at a time reaps a dead one."""
         return f"{self.prefix}:reap:{gateway_id}"
 
+    @property
+    def relay_hello(self) -> str:
+        """Pub/sub channel nobody publishes on: the subscriber's own, so its connection is
+        in subscribe mode (and confirmed) even when the gateway serves no room."""
+        return f"{self.prefix}:relay:hello"
+
     def block_copy(self, block_id: str) -> str:
         """String (short TTL): a copy of a block's template and solution for room opens.
 

@@ -15,12 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.yvalidate import (
-    InvalidUpdate,
-    encode_var_bytes,
-    encode_var_string,
-    read_var_uint,
-)
+from shared.ywire import DecodeError, encode_var_bytes, encode_var_string, read_var_uint
 
 
 class MessageType(IntEnum):
@@ -98,7 +93,7 @@ def decode_message(frame: bytes) -> Message:
             return Message(MessageType.QUERY_AWARENESS, None, b"")
         if kind == MessageType.AUTH:
             return Message(MessageType.AUTH, None, frame[pos:])
-    except InvalidUpdate as exc:
+    except DecodeError as exc:
         raise ProtocolError(str(exc)) from None
     raise ProtocolError(f"unknown message type {kind}")
 
@@ -132,8 +127,12 @@ _CONTROL = bytes([MessageType.CONTROL])
 
 def control(event: dict[str, Any]) -> bytes:
     """A control event frame: type 100 + varString(JSON), length in UTF-8 bytes."""
-    body = orjson.dumps(event)
-    return _CONTROL + encode_var_bytes(body)
+    return control_frame(orjson.dumps(event))
+
+
+def control_frame(event_json: bytes) -> bytes:
+    """A control event frame around an event already encoded as JSON (a relayed run)."""
+    return _CONTROL + encode_var_bytes(event_json)
 
 
 def decode_control(frame: bytes) -> dict[str, Any]:

@@ -7,16 +7,21 @@ The Kubernetes ConfigMap/Secret keys are exactly these names (tests check it).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# CLIENT_SEND_BUFFER_BYTES was called OUTBOX_MAX_BYTES (unrelated to the gateway's Redis
+# outbox, hence the new name); the old name is read when the new one is not set.
+DEPRECATED_SEND_BUFFER = "outbox_max_bytes"
+log = logging.getLogger(__name__)
 
 
 def _split_csv(value: object) -> object:
@@ -141,8 +146,12 @@ class Settings(BaseSettings):
     max_doc_bytes: int = Field(1048576, ge=4096, description="Largest room document.")
     max_updates_per_second: float = Field(50.0, gt=0, description="Per-connection rate.")
     update_burst: int = Field(200, ge=1, description="Per-connection burst allowance.")
-    outbox_max_bytes: int = Field(
-        1048576, ge=4096, description="Unsent bytes after which a slow client is closed."
+    client_send_buffer_bytes: int = Field(
+        1048576,
+        ge=4096,
+        validation_alias=AliasChoices("client_send_buffer_bytes", DEPRECATED_SEND_BUFFER),
+        description="Unsent bytes in a client socket's send buffer after which the slow "
+        "client is closed (4000). The old name OUTBOX_MAX_BYTES is still read (deprecated).",
     )
     max_room_members: int = Field(500, ge=1, description="Students + watchers per room.")
     max_connections_per_ip: int = Field(
@@ -198,4 +207,6 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Build the process's settings from the environment (plus explicit overrides)."""
+    if any(name.lower() == DEPRECATED_SEND_BUFFER for name in os.environ):
+        log.warning("OUTBOX_MAX_BYTES is deprecated: set CLIENT_SEND_BUFFER_BYTES instead")
     return Settings(**overrides)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from shared.documents import (
+    BLOCK_ID_PATTERN,
     MAX_RUN_TIMEOUT,
     MIN_RUN_TIMEOUT,
     Code,
@@ -44,7 +45,7 @@ def _iso(value: datetime | None) -> str | None:
 ObjectIdText = Annotated[
     PydanticObjectId,
     PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": "^[0-9a-f]{24}$"}),
+    WithJsonSchema({"type": "string", "pattern": BLOCK_ID_PATTERN}),
 ]
 Time = Annotated[
     datetime | None,

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from shared import protocol
 from shared.protocol import MessageType, SyncType
-from shared.yvalidate import encode_awareness_update, read_var_uint
+from shared.ywire import encode_awareness_update, read_var_uint
 from tests.infra import await_until, scaled
 
 
@@ -182,11 +182,11 @@ class RoomClient:
                 if message.sync_type == SyncType.STEP2:
                     self.synced.set()
         elif message.type == MessageType.AUTH:
-            from shared.yvalidate import read_var_string
+            from shared.ywire import read_var_string
 
             self.denied.append(read_var_string(message.payload, 1)[0])
         elif message.type == MessageType.AWARENESS:
-            from shared.yvalidate import parse_awareness_update
+            from shared.ywire import parse_awareness_update
 
             for client, _clock, state in parse_awareness_update(message.payload):
                 if state == "null":

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from services.api import schemas
 from shared import views
-from shared.documents import BlockPatch, BlockSpec
+from shared.documents import BLOCK_ID_PATTERN, BlockPatch, BlockSpec
 
 JSON = dict[str, Any]
 _REF = "#/components/schemas/{model}"
@@ -121,8 +121,8 @@ _ID_PARAM = {
     "name": "id",
     "in": "path",
     "required": True,
-    "description": "The block's ObjectId (24 hex digits); anything else is a 404.",
-    "schema": {"type": "string"},
+    "description": "The block's ObjectId (24 lower-case hex digits); anything else is a 404.",
+    "schema": {"type": "string", "pattern": BLOCK_ID_PATTERN},
 }
 _UNAVAILABLE = _error("MongoDB or Redis is unreachable.")
 _ADMIN: list[JSON] = [{"adminToken": []}]

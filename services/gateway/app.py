@@ -1,4 +1,4 @@
-"""The gateway's composition root: settings, clients, the hub, the websocket server.
+"""The gateway's composition root: settings, clients, the gateway's parts, the server.
 
 Built on websockets' own asyncio server (not ASGI): the room socket is the hot path and
 the plain server skips a layer per frame (docs/architecture.md). Plain HTTP requests for
@@ -23,15 +23,35 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from services.gateway.admission import ROOM_PATH, Admission, AdmissionPolicy
 from services.gateway.archive import Archiver
 from services.gateway.archive_queue import ArchiveQueue, Drainer
+from services.gateway.background import Background
 from services.gateway.blocks import BlockSource
+from services.gateway.catchup import CatchUp
+from services.gateway.chat import ChatRelay
+from services.gateway.closing import RoomCloser
+from services.gateway.compaction import Compactor
 from services.gateway.connection import RoomConnection
-from services.gateway.hub import ROOM_PATH, Hub
+from services.gateway.delivery import Delivery
+from services.gateway.follower import ChannelFollower
+from services.gateway.frames import FramePath
+from services.gateway.history import AuthorTags
+from services.gateway.housekeeping import Housekeeper
+from services.gateway.keepalive import Keepalive
+from services.gateway.loader import RoomLoader
 from services.gateway.looplag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.presence import Housekeeper
-from services.gateway.relay import Relay
+from services.gateway.outbox import Outbox
+from services.gateway.registry import RoomRegistry
+from services.gateway.relay import Relay, Subscriptions
+from services.gateway.resp import Endpoint
+from services.gateway.resync import Resync
+from services.gateway.room import Limits
+from services.gateway.runs import RunRelay
+from services.gateway.solved import SolvedChecks
+from services.gateway.store import RoomStore
+from services.gateway.writer import RedisWriter
 from shared.db import MongoGate, mongo_client, op_timeout
 from shared.documents import RoomSession
 from shared.keys import Keys
@@ -71,12 +91,18 @@ class Gateway:
         self.redis = Redis(connection_pool=pool)
         self.mongo = mongo_client(settings, appname="coderoom-gateway")
         self.gate = MongoGate(self.mongo, settings)
+        self.id = gateway_id = settings.effective_gateway_id
         keys = Keys(settings.redis_prefix)
+        endpoint = Endpoint.from_url(url)
+        timeout = settings.redis_timeout_ms / 1000
+        metrics = self.metrics
+        self.background = background = Background()
+        store = RoomStore(self.redis, keys)
         archive_queue = ArchiveQueue(self.redis, keys, settings.archive_queue_max)
         write_timeout = op_timeout(settings) * 4  # a batch is many documents
         self.drainer = Drainer(
             archive_queue,
-            settings.effective_gateway_id,
+            gateway_id,
             self._sessions,
             batch=settings.archive_batch,
             claim_idle_seconds=settings.archive_claim_idle_seconds,
@@ -84,23 +110,93 @@ class Gateway:
             block_ms=min(1000, settings.redis_timeout_ms // 2),
             stats=self.metrics.archive,
         )
-        self.hub = Hub(
-            settings,
+        self.archiver = Archiver(
+            archive_queue, self._sessions, write_timeout, settings.replay_max_bytes
+        )
+        runs = RunRelay(self.redis, keys, background.spawn)
+        chat = ChatRelay(self.redis, keys, background.spawn)
+        subscriptions = Subscriptions()
+        delivery = Delivery(settings.client_send_buffer_bytes, metrics, background)
+        registry = RoomRegistry(keys, subscriptions, delivery, metrics)
+        solved = SolvedChecks(store, background)
+        catch_up = CatchUp(store, registry, delivery, solved, metrics)
+        compactor = Compactor(
+            registry, store, catch_up, settings.log_compact_entries, metrics, background
+        )
+        # Everything a room writes on the hot path goes through one pipelined connection.
+        self.outbox = outbox = Outbox(
+            RedisWriter(endpoint, timeout),
+            store,
+            gateway_id,
+            compactor.on_published,
+            compactor.on_publish_lost,
+            settings.history_max_bytes,
+        )
+        closer = RoomCloser(
+            self.redis, keys, store, self.archiver, chat, metrics, settings.mentor_grace_seconds
+        )
+        follower = ChannelFollower(
+            gateway_id, keys, registry, delivery, outbox, catch_up, solved, metrics, background
+        )
+        resync = Resync(
+            gateway_id,
             self.redis,
-            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
-            Archiver(archive_queue, self._sessions, write_timeout, settings.replay_max_bytes),
-            self.metrics,
+            keys,
+            store,
+            registry,
+            delivery,
+            outbox,
+            catch_up,
+            solved,
+            closer,
+            metrics,
+            background,
         )
         # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so
         # no message loss is ever hidden by a silent reconnect).
         self.relay = Relay(
-            url,
-            self.hub.sync.on_channel_message,
-            self.hub.sync.resync_all,
-            connect_timeout=settings.redis_timeout_ms / 1000,
+            endpoint,
+            keys.relay_hello,
+            subscriptions,
+            follower.on_message,
+            resync.resync_all,
+            connect_timeout=timeout,
         )
-        self.hub.relay = self.relay
-        self.housekeeper = Housekeeper(self.hub)
+        limits = Limits(
+            max_doc_bytes=settings.max_doc_bytes,
+            max_frame_bytes=settings.max_frame_bytes,
+            updates_per_second=settings.max_updates_per_second,
+            burst=settings.update_burst,
+        )
+        self.admission = Admission(
+            gateway_id,
+            AdmissionPolicy.from_settings(settings),
+            store,
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
+            RoomLoader(registry, store, limits, follower.on_loaded),
+            registry,
+            FramePath(gateway_id, keys, delivery, outbox, runs, chat, AuthorTags(), metrics),
+            delivery,
+            outbox,
+            closer,
+            runs,
+            chat,
+            metrics,
+        )
+        self.keepalive = Keepalive(
+            settings.keepalive_seconds, settings.keepalive_timeout_seconds, registry, delivery
+        )
+        self.housekeeper = Housekeeper(
+            gateway_id,
+            self.redis,
+            keys,
+            store,
+            resync,
+            closer,
+            metrics,
+            interval=settings.heartbeat_interval_seconds,
+            dead_after=settings.gateway_dead_after_seconds,
+        )
         self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe, settings.loop_stall_profile)
         origins = settings.allowed_origins
         self._any_origin = "*" in origins
@@ -114,10 +210,10 @@ class Gateway:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         if path == "/healthz":
-            return _json(http.HTTPStatus.OK, {"status": "ok", "gateway": self.hub.id})
+            return _json(http.HTTPStatus.OK, {"status": "ok", "gateway": self.id})
         if path == "/readyz":
             problems = []
-            if self.hub.shutting_down:
+            if self.admission.shutting_down:
                 problems.append("shutting down")
             if not self.relay.healthy:
                 problems.append("redis pub/sub disconnected")
@@ -153,12 +249,12 @@ class Gateway:
         self.loop_lag.start()
         self.relay.start()
         self.housekeeper.start()
-        self._keepalive = asyncio.create_task(self.hub.keepalive(), name="keepalive")
+        self._keepalive = asyncio.create_task(self.keepalive.run(), name="keepalive")
         self.gate.start()
         self.drainer.start()
         s = self.settings
         # Every connection is a RoomConnection (create_connection below).
-        handler = cast(Callable[[ServerConnection], Awaitable[None]], self.hub.handle)
+        handler = cast(Callable[[ServerConnection], Awaitable[None]], self.admission.handle)
         return await serve(
             handler,
             s.host,
@@ -167,7 +263,7 @@ class Gateway:
             compression=None,
             max_size=s.max_frame_bytes,
             max_queue=64,
-            ping_interval=None,  # Hub.keepalive pings every socket from one task
+            ping_interval=None,  # Keepalive pings every socket from one task
             close_timeout=2,
             server_header=None,
             create_connection=RoomConnection,
@@ -177,18 +273,19 @@ class Gateway:
         server.close(close_connections=False)  # stop accepting; keep the open sockets
         try:
             async with asyncio.timeout(self.settings.shutdown_drain_seconds):
-                await self.hub.drain()
+                await self.admission.drain()
                 await server.wait_closed()
         except TimeoutError:
             log.warning("drain did not finish in %.1fs", self.settings.shutdown_drain_seconds)
-        await self.hub.archiver.wait(2.0)
+        await self.archiver.wait(2.0)
         await self.drainer.stop()
         self._keepalive.cancel()
         await self.housekeeper.stop()
-        await self.hub.outbox.stop()
+        await self.outbox.stop()
         await self.relay.stop()
         await self.redis.aclose()
         await self.gate.aclose()
+        await self.background.cancel()
         await self.mongo.close()
         self.loop_lag.stop()
 
@@ -196,15 +293,15 @@ class Gateway:
 async def run(settings: Settings) -> None:
     gateway = Gateway(settings)
     server = await gateway.start()
-    log.info("gateway %s listening on %s:%d", gateway.hub.id, settings.host, settings.port)
+    log.info("gateway %s listening on %s:%d", gateway.id, settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("gateway %s shutting down", gateway.hub.id)
+    log.info("gateway %s shutting down", gateway.id)
     await gateway.shutdown(server)
-    log.info("gateway %s stopped", gateway.hub.id)
+    log.info("gateway %s stopped", gateway.id)
 
 
 def main(settings: Settings | None = None) -> None:

@@ -21,7 +21,8 @@ from redis.backoff import FullJitterBackoff
 from redis.exceptions import RedisError
 
 from services.gateway.archive_queue import ArchiveQueue, SessionRecord, insert_sessions
-from services.gateway.scripts import Closed
+from services.gateway.store import Closed
+from services.gateway.ydoc import replay
 from shared.replay import build_replay
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,7 @@ ENQUEUE_PATIENCE = 10.0  # seconds of Redis trouble before writing to MongoDB di
 
 def final_doc(closed: Closed) -> Doc[Text]:
     doc: Doc[Text] = Doc()
-    if closed.snapshot:
-        doc.apply_update(closed.snapshot)
-    for _, update in closed.entries:
-        doc.apply_update(update)
+    replay(doc, closed.snapshot, closed.entries)
     return doc
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 
@@ -31,13 +30,12 @@ from shared.db import (
     encode_block_copy,
     op_timeout,
 )
-from shared.documents import CodeBlock
+from shared.documents import CodeBlock, is_block_id
 from shared.keys import Keys
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 MAX_IDS_PER_QUERY = 50
 MAX_CACHED = 10000
 
@@ -75,7 +73,7 @@ class BlockSource:
 
     @staticmethod
     def valid_id(block_id: str) -> bool:
-        return bool(_OBJECT_ID.match(block_id))
+        return is_block_id(block_id)
 
     async def get(self, block_id: str) -> Block | None:
         """The block, None if there is no such block; raises BlockUnavailable."""

@@ -32,11 +32,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.gateway.room import Effects, RoomCore
-from services.gateway.runs import RunBudget, control_frame, display_name
-from services.gateway.scripts import now_ms
+from services.gateway.runs import RunBudget, display_name
+from services.gateway.store import now_ms
 from shared.keys import Keys
-from shared.protocol import CloseCode, MessageType, Role
-from shared.yvalidate import InvalidUpdate, read_var_uint
+from shared.protocol import CloseCode, MessageType, Role, control_frame
+from shared.ywire import DecodeError, read_var_uint
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def control_type(frame: bytes) -> str | None:
         _, pos = read_var_uint(frame, 0)
         _, pos = read_var_uint(frame, pos)
         message = orjson.loads(frame[pos:])
-    except (InvalidUpdate, orjson.JSONDecodeError):
+    except (DecodeError, orjson.JSONDecodeError):
         return None
     kind = message.get("type") if isinstance(message, dict) else None
     return kind if kind in KINDS else None
@@ -100,7 +100,7 @@ def parse_message(frame: bytes) -> dict[str, Any]:
     try:
         kind, pos = read_var_uint(frame, 0)
         size, pos = read_var_uint(frame, pos)
-    except InvalidUpdate as exc:
+    except DecodeError as exc:
         raise ChatRefused(str(exc)) from None
     if kind != MessageType.CONTROL or size != len(frame) - pos:
         raise ChatRefused("control payload length does not match the frame")

@@ -1,7 +1,7 @@
 """Everything a gateway writes to Redis on the hot path, coalesced per tick.
 
 Students' updates are queued per room, awareness per channel. Once per event-loop tick
-everything queued is written to one pipelined connection (``pipeline.Pipeline``): one
+everything queued is written to one pipelined connection (``writer.RedisWriter``): one
 EVALSHA per room with the room's updates merged (at most ``MAX_BATCH`` per log entry:
 pycrdt's memory to apply an update grows with the square of its consecutive items, and
 ``merge_updates`` does not squash keystrokes), one PUBLISH per awareness message. A room
@@ -9,7 +9,7 @@ has at most one batch in flight; what arrives meanwhile forms the next, larger b
 a slow Redis gets fewer, bigger writes instead of a queue of small ones.
 
 When Redis refuses a room's batch because it lost the room (restart), the batch is kept
-and the room is *held* until the hub has resynced it (``release``). When the connection
+and the room is *held* until it has been resynced (``release``). When the connection
 is down, batches wait and the outbox reconnects with backoff.
 """
 
@@ -23,8 +23,10 @@ from typing import Any
 
 from pycrdt import merge_updates
 
-from services.gateway.pipeline import Pipeline, encode_command
-from services.gateway.scripts import PUBLISH, RoomStore
+from services.gateway.resp import encode_command, reconnect_delay
+from services.gateway.scripts import PUBLISH
+from services.gateway.store import RoomStore
+from services.gateway.writer import RedisWriter
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,9 @@ MAX_BATCH = 64
 MAX_COMMANDS = 20_000  # encoded EVALSHA prefixes kept (rooms x sessions), then forgotten
 
 Published = Callable[[str, str, int, int, int], None]  # block, session, seq, bytes, since
-Lost = Callable[[str, str, bool], None]  # block, session, closed (else: resync needed)
+# block, session, closed (else: Redis lost the room); returns whether to hold the batch
+# until ``release`` (the room is served here and will be resynced) or drop it.
+Lost = Callable[[str, str, bool], bool]
 
 
 _EMPTY_BULK = b"$0\r\n\r\n"
@@ -50,14 +54,14 @@ class _Queue:
 class Outbox:
     def __init__(
         self,
-        pipeline: Pipeline,
+        writer: RedisWriter,
         store: RoomStore,
         gateway_id: str,
         on_published: Published,
         on_lost: Lost,
         history_max_bytes: int = 1 << 22,
     ) -> None:
-        self._pipe = pipeline
+        self._pipe = writer
         self._history_max = history_max_bytes
         self._store = store
         self._gateway = gateway_id.encode()
@@ -118,18 +122,11 @@ class Outbox:
 
     # --- room control --------------------------------------------------------------------
     def release(self, block_id: str) -> None:
-        """The hub resynced the room: send what was held."""
+        """The room was resynced: send what was held."""
         queue = self._rooms.get(block_id)
         if queue is not None and queue.held:
             queue.held = False
             self._schedule()
-
-    def forget(self, block_id: str) -> None:
-        self._rooms.pop(block_id, None)
-
-    def pending(self, block_id: str) -> bool:
-        queue = self._rooms.get(block_id)
-        return queue is not None and bool(queue.updates)
 
     async def drained(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds until nothing sendable is queued or in flight."""
@@ -197,16 +194,14 @@ class Outbox:
                     self._load_script()
                 elif not isinstance(reply, ConnectionError):
                     log.warning("publish to room %s failed: %s", block_id, reply)
-                    queue.held = True
-                    self._on_lost(block_id, queue.session, False)
+                    self._hold(block_id, queue)
                 self._schedule()
                 return
             seq, doc_bytes, since = (int(x) for x in reply)
             if seq == -2:  # Redis lost the room: hold until resynced
                 queue.updates[:0] = batch
                 queue.authors[:0] = authors
-                queue.held = True
-                self._on_lost(block_id, queue.session, False)
+                self._hold(block_id, queue)
             elif seq == -1:  # the session is over (the close event is on its way)
                 if self._rooms.get(block_id) is queue:
                     del self._rooms[block_id]
@@ -220,6 +215,12 @@ class Outbox:
             self._check_idle()
 
         return done
+
+    def _hold(self, block_id: str, queue: _Queue) -> None:
+        """Keep the room's updates until it is resynced, if it is still served here."""
+        queue.held = True
+        if not self._on_lost(block_id, queue.session, False) and self._rooms.get(block_id) is queue:
+            del self._rooms[block_id]
 
     def _on_published_awareness(self, reply: Any) -> None:
         self._in_flight -= 1
@@ -242,14 +243,15 @@ class Outbox:
         self._pipe.send(encode_command("SCRIPT", "LOAD", PUBLISH), loaded)
 
     async def _reconnect(self) -> None:
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 await self._pipe.connect()
             except (OSError, TimeoutError, ConnectionError) as exc:
+                failures += 1
+                delay = reconnect_delay(failures)
                 log.warning("redis (outbox) unavailable: %s; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
             self._schedule()
             return

@@ -1,8 +1,9 @@
 """The pure room core: one room's document, local members, roles and what to send.
 
-No sockets, no Redis, no clock of its own: the shell (``hub.py``) feeds it frames,
-remote events and the time, and carries out the returned ``Effects``. Everything that
-decides who may do what, what reaches whom and what is published lives here.
+No sockets, no Redis, no clock of its own: the shells (``frames.py`` for sockets,
+``follower.py`` through ``inbound.py`` for the room channel) feed it frames, remote
+events and the time, and carry out the returned ``Effects``. Everything that decides
+who may do what, what reaches whom and what is published lives here.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from dataclasses import dataclass, field
 import orjson
 from pycrdt import Doc, Text
 
+from services.gateway.channel import Presence
+from services.gateway.ydoc import TEXT, normalize_code, replay
 from shared import protocol
 from shared.protocol import CloseCode, MessageType, ProtocolError, Role, SyncType
-from shared.yvalidate import (
-    InvalidUpdate,
-    encode_awareness_update,
-    parse_awareness_update,
-    validate_state_vector,
-    validate_update,
-)
+from shared.yvalidate import InvalidUpdate, validate_state_vector, validate_update
+from shared.ywire import encode_awareness_update, parse_awareness_update
 
-EMPTY_UPDATE = b"\x00\x00"
-# The template is written with a fixed Yjs client id, so that every gateway that
-# builds it produces the same bytes (a duplicate is then a no-op, never a second copy).
-TEMPLATE_CLIENT_ID = 1
 MAX_AWARENESS_STATE_BYTES = 4096
 MAX_AWARENESS_CLIENTS_PER_MEMBER = 4
 # Structs in one client update. Keystrokes hold 1-3; a reconnecting client's step 2
@@ -40,24 +34,6 @@ def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)) or (
         type(exc).__name__ == "CancelledError"
     )
-
-
-def template_update(template: str) -> bytes:
-    """The Yjs update that creates the room's text from the block's template."""
-    doc: Doc[Text] = Doc(client_id=TEMPLATE_CLIENT_ID)
-    text = doc.get("code", type=Text)
-    if template:
-        text += template
-    return doc.get_update()
-
-
-def normalize_code(code: str) -> str:
-    """The solved rule: line endings unified, trailing whitespace of every line and
-    trailing blank lines ignored. Everything else (indentation, blank lines inside)
-    counts."""
-    if "\r" in code:
-        code = code.replace("\r\n", "\n").replace("\r", "\n")
-    return "\n".join([line.rstrip() for line in code.split("\n")]).rstrip("\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +95,7 @@ class RoomCore:
         self.epoch = epoch
         self.limits = limits
         self.doc: Doc[Text] = Doc()
-        self.text = self.doc.get("code", type=Text)
+        self.text = self.doc.get(TEXT, type=Text)
         self.members: dict[str, Member] = {}
         self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
         self.awareness_clocks: dict[int, int] = {}  # last clock seen, removed ids included
@@ -132,14 +108,12 @@ class RoomCore:
         self._solution_head = (self._solution or "").split("\n", 1)[0].rstrip()
         self._text_dirty = True
         self.solved = False  # the fleet-wide flag as this gateway last knew it
+        self.presence: Presence | None = None  # the newest member counts seen
 
     # --- state from Redis ---------------------------------------------------------
     def load(self, snapshot: bytes | None, entries: list[tuple[int, bytes]], seq: int) -> None:
         """Apply a snapshot and log entries read from Redis (trusted: written by us)."""
-        if snapshot:
-            self.doc.apply_update(snapshot)
-        for _, update in entries:
-            self.doc.apply_update(update)
+        replay(self.doc, snapshot, entries)
         self.applied_seq = max(self.applied_seq, seq)
         self._text_dirty = True
 

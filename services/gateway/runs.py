@@ -26,10 +26,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.gateway.room import Effects, RoomCore
-from services.gateway.scripts import now_ms
+from services.gateway.store import now_ms
 from shared.keys import Keys
-from shared.protocol import CloseCode, MessageType, Role
-from shared.yvalidate import InvalidUpdate, encode_var_bytes, read_var_uint
+from shared.protocol import CloseCode, MessageType, Role, control_frame
+from shared.ywire import DecodeError, read_var_uint
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def parse_run_result(frame: bytes) -> dict[str, Any]:
     try:
         kind, pos = read_var_uint(frame, 0)
         size, pos = read_var_uint(frame, pos)
-    except InvalidUpdate as exc:
+    except DecodeError as exc:
         raise RunRefused(str(exc)) from None
     if kind != MessageType.CONTROL or size != len(frame) - pos:
         raise RunRefused("control payload length does not match the frame")
@@ -137,16 +137,6 @@ def run_event(
     """The JSON of the ``run`` event every member gets (also kept in the room's list)."""
     run = {"id": run_id, "clientId": client_id, "name": name, "role": role, **result, "at": at_ms}
     return orjson.dumps({"type": "run", "run": run})
-
-
-def control_frame(event_json: bytes) -> bytes:
-    """A type-100 frame around an event already encoded as JSON."""
-    return CONTROL_TAG + encode_var_bytes(event_json)
-
-
-def channel_frame(message: bytes) -> bytes:
-    """The frame for members from an ``R`` channel message (``R`` + the event's JSON)."""
-    return control_frame(message[1:])
 
 
 def recent_runs(entries: Iterable[bytes], session: str) -> bytes | None:

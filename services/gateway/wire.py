@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.gateway.scripts import Presence
+from services.gateway.channel import Presence
 from shared import protocol
 
 

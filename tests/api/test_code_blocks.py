@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.gateway.blocks import BlockSource
 from tests.infra import make_block
 
 pytestmark = pytest.mark.asyncio
@@ -71,6 +72,19 @@ async def test_unknown_or_malformed_id_is_404(api_client: httpx.AsyncClient, blo
     response = await api_client.get(f"/api/code-blocks/{block_id}")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_upper_case_id_is_404_like_the_gateway(
+    api_client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """One spelling of a block id everywhere: the gateway closes /ws/rooms/<UPPER> with
+    4404, so the api must not serve the block under that spelling either."""
+    made = await create(api_client, admin_headers)
+    assert (await api_client.get(f"/api/code-blocks/{made['id']}")).status_code == 200
+    response = await api_client.get(f"/api/code-blocks/{made['id'].upper()}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert BlockSource.valid_id(made["id"]) and not BlockSource.valid_id(made["id"].upper())
 
 
 async def test_solution_never_in_public_bytes(

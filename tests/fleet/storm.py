@@ -22,7 +22,7 @@ import httpx
 from pycrdt import Doc, Text
 from pymongo import MongoClient
 
-from services.gateway.room import template_update
+from services.gateway.ydoc import template_update
 from shared.keys import Keys
 from shared.protocol import CloseCode
 from tests.hardening.tools import RawSocket, raw_connect

@@ -19,7 +19,7 @@ from services.gateway.runs import RUN_FLOOD
 from shared import protocol
 from shared.keys import Keys
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_awareness_update, encode_var_bytes
+from shared.ywire import encode_awareness_update, encode_var_bytes
 from tests.fleet.conftest import GRACE, Blocks
 from tests.infra import Fleet
 from tests.yclient import RoomClient, wait_for

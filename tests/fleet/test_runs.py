@@ -14,7 +14,7 @@ import pytest
 
 from services.gateway.runs import MAX_RUN_FRAME, RUN_BURST, RUN_FLOOD
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_var_bytes
+from shared.ywire import encode_var_bytes
 from tests.fleet.conftest import Blocks
 from tests.infra import Fleet
 from tests.yclient import RoomClient, wait_for

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from services.gateway.archive import Archiver
 from services.gateway.archive_queue import ArchiveQueue, Drainer, SessionRecord
-from services.gateway.room import template_update
-from services.gateway.scripts import Closed
+from services.gateway.store import Closed
+from services.gateway.ydoc import template_update
 from shared.db import connect_mongo
 from shared.documents import RoomSession
 from shared.keys import Keys

@@ -19,7 +19,7 @@ from services.gateway.chat import (
 )
 from shared import protocol
 from shared.protocol import CloseCode, Role
-from shared.yvalidate import encode_var_bytes
+from shared.ywire import encode_var_bytes
 
 ANCHOR = "AZoFAwA="
 

@@ -16,24 +16,24 @@ from hypothesis import strategies as st
 from pycrdt import Awareness, Doc, Text
 
 from services.gateway.room import (
-    EMPTY_UPDATE,
     MAX_AWARENESS_CLIENTS_PER_MEMBER,
     MAX_AWARENESS_STATE_BYTES,
-    TEMPLATE_CLIENT_ID,
     Effects,
     Limits,
     Member,
     RoomCore,
+)
+from services.gateway.ydoc import (
+    EMPTY_UPDATE,
+    TEMPLATE_CLIENT_ID,
+    log_text,
     normalize_code,
+    replay,
     template_update,
 )
 from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, Role, SyncType
-from shared.yvalidate import (
-    encode_awareness_update,
-    encode_var_uint,
-    parse_awareness_update,
-)
+from shared.ywire import encode_awareness_update, encode_var_uint, parse_awareness_update
 
 RoomFactory = Callable[..., RoomCore]
 READ_ONLY: tuple[Role, ...] = ("mentor", "watcher")
@@ -170,6 +170,20 @@ def test_template_update_uses_the_fixed_client_id() -> None:
     # state vector: one client, TEMPLATE_CLIENT_ID, clock 3
     assert doc.get_state() == b"\x01" + bytes([TEMPLATE_CLIENT_ID]) + b"\x03"
     assert template_update("") == EMPTY_UPDATE
+
+
+def test_replay_applies_the_snapshot_then_the_entries() -> None:
+    """One replay for the room core, the resync and the archive: the log's text."""
+    client = YClient(client_id=5)
+    client.doc.apply_update(template_update("ab"))
+    entries = [(1, client.insert(2, "c")), (2, client.insert(0, ">")), (3, client.delete(1, 2))]
+    assert log_text(template_update("ab"), entries) == ">bc"
+    assert log_text(None, [(0, template_update("ab")), *entries]) == ">bc"
+    assert log_text(b"", []) == ""
+    doc: Doc[Text] = Doc()
+    replay(doc, template_update("ab"), entries[:2])
+    replay(doc, None, entries)  # entries again: a no-op for what is already there
+    assert str(doc.get("code", type=Text)) == ">bc"
 
 
 @pytest.mark.parametrize(

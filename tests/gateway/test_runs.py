@@ -8,6 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from services.gateway import channel
+from services.gateway.inbound import react
+from services.gateway.room import Limits, RoomCore
 from services.gateway.runs import (
     MAX_RUN_FRAME,
     RUN_BURST,
@@ -15,7 +18,6 @@ from services.gateway.runs import (
     RUNS_KEPT,
     RunBudget,
     RunRefused,
-    channel_frame,
     decide,
     display_name,
     parse_run_result,
@@ -24,7 +26,7 @@ from services.gateway.runs import (
 )
 from shared import protocol
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_var_bytes
+from shared.ywire import encode_var_bytes
 
 GOOD: dict[str, Any] = {
     "type": "run-result",
@@ -188,12 +190,18 @@ def test_budget_forgets_members_when_it_holds_too_many() -> None:
     assert set(budget._buckets) == {"m0", "new"}
 
 
+def _loaded_room() -> RoomCore:
+    return RoomCore("b", "s1", "e1", None, Limits())
+
+
 def test_channel_message_and_joiner_event() -> None:
     event = run_event(
         {"state": "ok"}, run_id="r1", client_id="c", name="N", role="student", at_ms=5
     )
-    relayed = protocol.decode_control(channel_frame(b"R" + event))
-    assert relayed == orjson.loads(event)
+    message = channel.decode(channel.encode_run(event))
+    assert message == channel.RunShared(event)
+    (frame,) = react(_loaded_room(), message, b"gw").fanout
+    assert protocol.decode_control(frame) == orjson.loads(event)
     other = run_event(
         {"state": "error"}, run_id="r0", client_id="c", name="N", role="student", at_ms=1
     )

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from pycrdt import Doc, Text
 from redis.asyncio import Redis
 
-from services.gateway.room import template_update
-from services.gateway.scripts import Closed, Loaded, RoomStore
+from services.gateway import channel
+from services.gateway.scripts import PUBLISH
+from services.gateway.store import Closed, Loaded, RoomStore
+from services.gateway.ydoc import template_update
 from shared.keys import Keys
-from tests.infra import EmbeddedRedis, RedisServer, unique_name
+from tests.infra import EmbeddedRedis, RedisServer, scaled, unique_name
 from tests.yclient import text_update
 
 
@@ -34,6 +37,23 @@ async def store(
     client = Redis.from_url(url)
     yield RoomStore(client, Keys(unique_name("s")))
     await client.aclose()
+
+
+async def publish(
+    store: RoomStore,
+    block_id: str,
+    session: str,
+    gateway_id: str,
+    update: bytes,
+    *,
+    author: str = "",
+    history_max_bytes: int = 1 << 22,
+) -> tuple[int, int, int]:
+    """The PUBLISH script as the outbox runs it (pipelined, by EVALSHA, in production)."""
+    keys = store.keys.room(block_id).as_list()
+    args = (session, gateway_id, history_max_bytes, author, update)
+    r = await store.redis.eval(PUBLISH, len(keys), *keys, *args)
+    return int(r[0]), int(r[1]), int(r[2])
 
 
 def edit(base: bytes, text: str) -> bytes:
@@ -79,7 +99,7 @@ async def test_publish_load_compact(store: RoomStore) -> None:
     tpl = template_update("tpl")
     updates = [edit(tpl, f"<{i}>") for i in range(5)]
     for i, u in enumerate(updates, start=1):
-        seq, _, since = await store.publish("b", session, "g", u)
+        seq, _, since = await publish(store, "b", session, "g", u)
         assert (seq, since) == (i, i)
     loaded = await store.load("b")
     assert isinstance(loaded, Loaded)
@@ -93,27 +113,29 @@ async def test_publish_load_compact(store: RoomStore) -> None:
     assert await store.compact("b", session, 3, doc.get_update())
     assert not await store.compact("b", session, 2, doc.get_update())  # older: refused
     after = await store.load("b")
-    assert isinstance(after, Loaded) and after.snap_seq == 3
+    assert isinstance(after, Loaded) and after.snapshot is not None
     assert [s for s, _ in after.entries] == [4, 5]
-    assert await store.publish("b", "other-session", "g", updates[0]) == (-1, 0, 0)
+    assert await publish(store, "b", "other-session", "g", updates[0]) == (-1, 0, 0)
 
 
 async def test_close_waits_for_the_grace_then_leaves_a_tombstone(store: RoomStore) -> None:
     j = await join(store, "g/1", "m")
     session = j.session  # type: ignore[attr-defined]
     await join(store, "g/2", "s")
-    assert await store.close(
+    assert await store.end_session(
         "b", session="", now_ms=2000, grace_ms=500, reason="r", force=False
     ) == ("stale", 0)
     removed, away, empty = await store.leave("b", "g/1", 2000)
     assert (removed, away, empty) == (1, True, False)
-    assert await store.close(
+    assert await store.end_session(
         "b", session="", now_ms=2100, grace_ms=500, reason="r", force=False
     ) == ("wait", 2500)
-    closed = await store.close("b", session="", now_ms=2600, grace_ms=500, reason="r", force=False)
+    closed = await store.end_session(
+        "b", session="", now_ms=2600, grace_ms=500, reason="r", force=False
+    )
     assert isinstance(closed, Closed) and closed.session == session and closed.mentor == "m"
     assert await store.load("b") == session  # not open; the tombstone names the session
-    assert await store.publish("b", session, "g", b"\x00\x00") == (-2, 0, 0)
+    assert await publish(store, "b", session, "g", b"\x00\x00") == (-2, 0, 0)
 
 
 async def test_reaping_a_gateway_by_prefix(store: RoomStore) -> None:
@@ -151,7 +173,7 @@ async def test_resync_recreates_a_lost_room_but_not_a_closed_one(store: RoomStor
     assert again == ("ok", "e2", False)  # same epoch; member not counted twice
     loaded = await store.load("b")
     assert isinstance(loaded, Loaded) and loaded.presence.mentor
-    await store.close("b", session=session, now_ms=1, grace_ms=0, reason="r", force=True)
+    await store.end_session("b", session=session, now_ms=1, grace_ms=0, reason="r", force=True)
     gone = await store.resync(
         "b", session=session, now_ms=1, new_epoch="e4", snapshot=b"\x00\x00", members=[]
     )
@@ -168,6 +190,46 @@ async def test_solved_flag_flips_once_per_match_in_sequence_order(store: RoomSto
     assert await store.mark_solved("b", session, 8, True)
 
 
+async def test_what_the_scripts_publish_is_the_channel_codecs_format(store: RoomStore) -> None:
+    """The Lua writes U, P, S and C itself: each message decodes with services.gateway.channel
+    and encodes back to the same bytes."""
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe(store.keys.room("b").channel)
+    try:
+        j = await join(store, "g/1", "m")
+        session = j.session  # type: ignore[attr-defined]
+        await publish(store, "b", session, "gw-1", edit(template_update("tpl"), "x"))
+        await store.mark_solved("b", session, 1, True)
+        await store.end_session("b", session="", now_ms=1, grace_ms=0, reason="empty", force=True)
+        raw: list[bytes] = []
+        deadline = time.monotonic() + scaled(5)
+        while len(raw) < 4:  # None: a subscribe confirmation (ignored) or nothing yet
+            assert time.monotonic() < deadline, f"only {len(raw)} messages published"
+            item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if item is not None:
+                raw.append(item["data"])
+    finally:
+        await pubsub.unsubscribe()
+        close: Callable[[], Awaitable[None]] = pubsub.aclose  # redis-py leaves it unannotated
+        await close()
+    messages = [channel.decode(data) for data in raw]
+    assert [type(m) for m in messages] == [
+        channel.Presence,
+        channel.LogEntry,
+        channel.Solved,
+        channel.SessionClosed,
+    ]
+    presence, entry, solved, closed = messages
+    assert isinstance(presence, channel.Presence)
+    assert presence == channel.Presence(presence.version, True, 0, 0)
+    assert raw[0] == channel.encode_presence(presence)
+    assert isinstance(entry, channel.LogEntry) and entry.origin == b"gw-1" and entry.seq == 1
+    assert raw[1] == channel.encode_log_entry(entry.origin, entry.epoch, entry.seq, entry.update)
+    assert solved == channel.Solved(1) and raw[2] == channel.encode_solved(1)
+    assert closed == channel.SessionClosed(session, "empty")
+    assert raw[3] == channel.encode_session_closed(session, "empty")
+
+
 async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> None:
     j = await join(store, "g/1", "m")
     session = j.session  # type: ignore[attr-defined]
@@ -176,8 +238,8 @@ async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> N
     first, second, third = (edit(tpl, f"<{i}>") for i in range(3))
     bound = len(first) + len(second)
     for update, author in ((first, "ss1\tAda"), (second, "ss1\tAda\nss2"), (third, "ss2")):
-        seq, _, _ = await store.publish(
-            "b", session, "g", update, author=author, history_max_bytes=bound
+        seq, _, _ = await publish(
+            store, "b", session, "g", update, author=author, history_max_bytes=bound
         )
         assert seq > 0  # the room goes on past the history's bound
     assert await store.mark_solved("b", session, 3, True)
@@ -185,7 +247,9 @@ async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> N
     await store.leave("b", "g/1", 3000)
     keys = store.keys.room("b")
     assert await store.redis.xlen(keys.history) == 8
-    closed = await store.close("b", session="", now_ms=9000, grace_ms=0, reason="r", force=True)
+    closed = await store.end_session(
+        "b", session="", now_ms=9000, grace_ms=0, reason="r", force=True
+    )
     assert isinstance(closed, Closed)
     assert [e.kind for e in closed.history] == ["o", "j", "j", "u", "u", "s", "l", "l"]
     assert closed.history[0].data == tpl

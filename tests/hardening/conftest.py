@@ -19,7 +19,7 @@ SMALL_LIMITS: dict[str, object] = {
     "MAX_DOC_BYTES": 65536,
     "MAX_UPDATES_PER_SECOND": 20,
     "UPDATE_BURST": 40,
-    "OUTBOX_MAX_BYTES": 65536,
+    "CLIENT_SEND_BUFFER_BYTES": 65536,
     "MAX_ROOM_MEMBERS": 5,
     "MAX_CONNECTIONS_PER_IP": 20,
     "ALLOWED_ORIGINS": "http://good.example",

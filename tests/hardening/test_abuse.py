@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from services.gateway import tokens
 from shared import protocol
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_awareness_update
+from shared.ywire import encode_awareness_update
 from tests.fleet.conftest import Blocks, unique_client
 from tests.hardening.conftest import SMALL_LIMITS
 from tests.hardening.tools import raw_connect, raw_join

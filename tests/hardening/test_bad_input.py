@@ -21,7 +21,7 @@ from pycrdt import Text
 
 from shared import protocol
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_var_uint
+from shared.ywire import encode_var_uint
 from tests.fleet.conftest import Blocks
 from tests.hardening.conftest import SMALL_LIMITS
 from tests.hardening.tools import (

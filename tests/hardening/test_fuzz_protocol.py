@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from services.gateway.room import Limits, RoomCore, template_update
+from services.gateway.room import Limits, RoomCore
+from services.gateway.ydoc import template_update
 from shared import protocol
 from shared.protocol import CloseCode, Message, MessageType, ProtocolError, SyncType
-from shared.yvalidate import encode_awareness_update, encode_var_uint
+from shared.ywire import encode_awareness_update, encode_var_uint
 from tests.yclient import text_update
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

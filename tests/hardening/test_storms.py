@@ -12,7 +12,7 @@ import pytest
 
 from shared import protocol
 from shared.protocol import CloseCode
-from shared.yvalidate import encode_awareness_update, encode_var_uint
+from shared.ywire import encode_awareness_update, encode_var_uint
 from tests.fleet.conftest import Blocks
 from tests.hardening.conftest import SMALL_LIMITS
 from tests.hardening.tools import NO_CLOSE, closes, frame, raw_connect, rss_mib

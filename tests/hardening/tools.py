@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shared import protocol
 from shared.protocol import MessageType
-from shared.yvalidate import read_var_uint
+from shared.ywire import read_var_uint
 from tests.infra import scaled, scrape
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10

@@ -7,6 +7,8 @@ compare against what a browser would send and expect, not against our own encode
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -307,3 +309,18 @@ def test_terminal_codes_mirror_http_4xx() -> None:
 
 def test_roles() -> None:
     assert protocol.ROLES == ("mentor", "student", "watcher")
+
+
+def _browser_close_codes() -> dict[str, int]:
+    """The ``CLOSE`` registry of the browser app (web/src/protocol.ts), as written."""
+    source = (Path(__file__).resolve().parents[2] / "web" / "src" / "protocol.ts").read_text()
+    block = re.search(r"export const CLOSE = \{(.*?)\} as const;", source, re.S)
+    assert block is not None, "web/src/protocol.ts has no `export const CLOSE = {...} as const`"
+    pairs = re.findall(r"^\s*([A-Z_]+):\s*(\d+),?\s*$", block.group(1), re.M)
+    assert len(pairs) == len([line for line in block.group(1).splitlines() if line.strip()])
+    return {name: int(number) for name, number in pairs}
+
+
+def test_browser_close_codes_match_the_registry() -> None:
+    """One registry, two languages: the same names with the same numbers."""
+    assert _browser_close_codes() == {code.name: code.value for code in CloseCode}

@@ -90,3 +90,20 @@ if __name__ == "__main__" and "--write" in sys.argv:
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     README.write_text(f"{head}{BEGIN}\n{settings_table()}\n{END}{tail}", encoding="utf-8")
+
+
+def test_client_send_buffer_reads_the_deprecated_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CLIENT_SEND_BUFFER_BYTES was OUTBOX_MAX_BYTES: the old name still works, with a
+    warning, and the new one wins when both are set."""
+    monkeypatch.setenv("OUTBOX_MAX_BYTES", "65536")
+    with caplog.at_level("WARNING", logger="shared.settings"):
+        assert load_settings().client_send_buffer_bytes == 65536
+    assert "OUTBOX_MAX_BYTES is deprecated" in caplog.text
+    monkeypatch.setenv("CLIENT_SEND_BUFFER_BYTES", "8192")
+    assert load_settings().client_send_buffer_bytes == 8192
+    monkeypatch.delenv("OUTBOX_MAX_BYTES")
+    caplog.clear()
+    assert load_settings().client_send_buffer_bytes == 8192
+    assert "deprecated" not in caplog.text

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.yvalidate import (
-    InvalidUpdate,
+from shared.yvalidate import InvalidUpdate, skip_any, validate_state_vector, validate_update
+from shared.ywire import (
     encode_awareness_update,
     encode_var_bytes,
     encode_var_string,
@@ -27,9 +27,6 @@ from shared.yvalidate import (
     read_var_int,
     read_var_string,
     read_var_uint,
-    skip_any,
-    validate_state_vector,
-    validate_update,
 )
 
 FIXTURES = json.loads((Path(__file__).parent / "data" / "yjs_updates.json").read_text())

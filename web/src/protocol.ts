@@ -130,20 +130,21 @@ export function readAuth(dec: decoding.Decoder): string | null {
 
 // --- close codes -------------------------------------------------------------------
 
+// The same names and numbers as CloseCode in shared/protocol.py (a test compares them).
 export const CLOSE = {
   NORMAL: 1000,
-  INTERNAL: 1011,
-  RESTARTING: 1012,
-  TRY_AGAIN: 1013,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
   SLOW_CONSUMER: 4000,
   BAD_REQUEST: 4400,
-  ORIGIN_FORBIDDEN: 4403,
+  FORBIDDEN: 4403,
   UNKNOWN_BLOCK: 4404,
   ROOM_FULL: 4409,
   ROOM_CLOSED: 4410,
   DOC_TOO_LARGE: 4413,
   RATE_LIMITED: 4429,
-  BLOCK_UNAVAILABLE: 4503,
+  UNAVAILABLE: 4503,
 } as const;
 
 /** The rule of the registry: 4400–4499 mirror HTTP 4xx and mean "do not reconnect". */
@@ -165,7 +166,7 @@ export function terminalAction(code: number): Terminal {
       return { kind: "lobby", notice: "room-full" };
     case CLOSE.ROOM_CLOSED:
       return { kind: "lobby", notice: "mentor-left" };
-    case CLOSE.ORIGIN_FORBIDDEN:
+    case CLOSE.FORBIDDEN:
       return { kind: "error", message: "This page's origin is not allowed to join rooms." };
     case CLOSE.DOC_TOO_LARGE:
       return { kind: "error", message: "The code grew too large for the room, so the connection was closed." };

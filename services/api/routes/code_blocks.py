@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -26,18 +25,24 @@ from shared.db import (
     public_block,
     room_session_json,
 )
-from shared.documents import BlockPatch, BlockSpec, CodeBlock, RoomSession, utcnow
+from shared.documents import (
+    BlockPatch,
+    BlockSpec,
+    CodeBlock,
+    RoomSession,
+    is_block_id,
+    utcnow,
+)
 from shared.views import BlockSummary
 
-_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 MAX_SESSIONS = 200
 
 
 def _object_id(request: Request) -> PydanticObjectId:
     raw = request.path_params["id"]
-    if not _OBJECT_ID.fullmatch(raw):
+    if not is_block_id(raw):  # the gateway refuses any other spelling (4404)
         raise ApiError(404, "no such code block")
-    return PydanticObjectId(raw.lower())
+    return PydanticObjectId(raw)
 
 
 async def _block_or_404(block_id: PydanticObjectId) -> CodeBlock:

@@ -17,10 +17,14 @@ import logging
 import time
 from typing import cast
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.gateway.hub import Hub
-from services.gateway.scripts import now_ms
+from services.gateway.closing import RoomCloser
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.resync import Resync
+from services.gateway.store import RoomStore, now_ms
+from shared.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +38,28 @@ def _text(raw: object) -> str:
 
 
 class Housekeeper:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.settings = hub.settings
-        self.redis = hub.redis
-        self.keys = hub.keys
+    def __init__(
+        self,
+        gateway_id: str,
+        redis: Redis,
+        keys: Keys,
+        store: RoomStore,
+        resync: Resync,
+        closer: RoomCloser,
+        metrics: GatewayMetrics,
+        *,
+        interval: float,
+        dead_after: float,
+    ) -> None:
+        self.id = gateway_id
+        self.redis = redis
+        self.keys = keys
+        self._store = store
+        self._resync = resync
+        self._closer = closer
+        self._metrics = metrics
+        self._interval = interval
+        self._dead_after_ms = int(dead_after * 1000)
         self._run_id: str | None = None
         self._ticks = 0
         self._task: asyncio.Task[None] | None = None
@@ -53,14 +74,14 @@ class Housekeeper:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.keys.gateways, self.hub.id)
-                pipe.delete(self.keys.gateway_rooms(self.hub.id))
+                pipe.zrem(self.keys.gateways, self.id)
+                pipe.delete(self.keys.gateway_rooms(self.id))
                 await pipe.execute()
         except RedisError as exc:
             log.warning("could not deregister: %s", exc)
 
     async def _loop(self) -> None:
-        interval = self.settings.heartbeat_interval_seconds
+        interval = self._interval
         while True:
             started = time.monotonic()
             try:
@@ -77,46 +98,43 @@ class Housekeeper:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def tick(self) -> None:
-        hub = self.hub
-        await self.redis.zadd(self.keys.gateways, {hub.id: now_ms()})
+        await self.redis.zadd(self.keys.gateways, {self.id: now_ms()})
         info = await self.redis.info("server")
         run_id = str(info.get("run_id", ""))
         if self._run_id is not None and run_id != self._run_id:
             log.warning("redis restarted (run id changed): resyncing rooms")
-            await hub.sync.resync_all()
+            await self._resync.resync_all()
         self._run_id = run_id
-        await hub.sync.resync_pending()
+        await self._resync.resync_pending()
         self._ticks += 1
         if self._ticks % CHECK_ROOMS_EVERY == 0:
-            await hub.sync.check_rooms()
+            await self._resync.check_rooms()
         await self.reap()
         await self.sweep()
 
     async def reap(self) -> None:
-        dead_before = now_ms() - int(self.settings.gateway_dead_after_seconds * 1000)
+        dead_before = now_ms() - self._dead_after_ms
         dead = await self.redis.zrangebyscore(self.keys.gateways, "-inf", dead_before)
         for raw in dead:
             gateway = _text(raw)
-            if gateway == self.hub.id:
+            if gateway == self.id:
                 continue
-            lock = await self.redis.set(
-                self.keys.reap_lock(gateway), self.hub.id, nx=True, px=10000
-            )
+            lock = await self.redis.set(self.keys.reap_lock(gateway), self.id, nx=True, px=10000)
             if not lock:
                 continue
             rooms = await self.redis.smembers(self.keys.gateway_rooms(gateway))
             log.warning("reaping gateway %s (%d rooms)", gateway, len(rooms))
             for room in rooms:
                 block_id = _text(room)
-                _, mentor_away, empty = await self.hub.store.leave(
+                _, mentor_away, empty = await self._store.leave(
                     block_id, gateway + "/", now_ms(), prefix=True
                 )
-                await self.hub.after_leave(block_id, mentor_away, empty)
+                await self._closer.after_leave(block_id, mentor_away, empty)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(self.keys.gateway_rooms(gateway))
                 pipe.zrem(self.keys.gateways, gateway)
                 await pipe.execute()
-            self.hub.metrics.reaped.inc()
+            self._metrics.reaped.inc()
 
     async def sweep(self) -> None:
         due = cast(
@@ -127,8 +145,6 @@ class Housekeeper:
         )
         for raw, score in due:
             block_id = _text(raw)
-            status = await self.hub.close_room(
-                block_id, session="", force=False, reason="mentor-left"
-            )
+            status = await self._closer.end(block_id, session="", force=False, reason="mentor-left")
             if status in ("stale", "none", "closed"):
-                await self.hub.store.forget_closing(block_id, int(score))
+                await self._store.forget_closing(block_id, int(score))

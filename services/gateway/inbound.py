@@ -1,0 +1,92 @@
+"""What a room does with a message from its channel (pure: returns what the shell does).
+
+The room core (``room.py``) applies updates and awareness; this module takes the
+decisions around them: an update of our own coming back in sequence (check the text
+once, fleet-wide), an update of another epoch (Redis lost the room: apply it, resync),
+a sequence gap (read the log), presence counts older than the ones shown (drop them),
+another gateway asking who is here (answer with our members' awareness), the
+session's close (send everyone home), a shared run (to every member). ``follower.py``
+carries out the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.gateway.channel import (
+    Awareness,
+    AwarenessQuery,
+    ChatShared,
+    LogEntry,
+    Message,
+    Presence,
+    RunShared,
+    SessionClosed,
+    Solved,
+)
+from services.gateway.room import RoomCore
+from services.gateway.wire import presence_frame
+from shared import protocol
+
+
+@dataclass(slots=True)
+class Reaction:
+    """What the shell must do after one channel message."""
+
+    fanout: list[bytes] = field(default_factory=list)  # to every local member
+    # our members' states, one update per owner, for the other gateways
+    publish_awareness: list[tuple[str, bytes]] = field(default_factory=list)
+    check_solved: bool = False  # the text may have changed: check it (once per tick)
+    catch_up: bool = False  # an entry was skipped: read the log from applied_seq
+    resync: bool = False  # Redis lost the room: re-register and republish
+    dismiss: str | None = None  # the session closed, for this reason: everyone home
+
+
+def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
+    """Apply ``message`` to ``core``; ``own`` is this gateway's id (the origin of our
+    own messages, which come back on the channel too)."""
+    out = Reaction()
+    if isinstance(message, LogEntry):
+        mine = message.origin == own
+        if message.epoch != core.epoch:
+            # Redis lost the room and someone re-seeded it: apply, then resync.
+            if not mine:
+                out.fanout.append(core.apply_foreign_update(message.update))
+                out.check_solved = True
+            out.resync = True
+            return out
+        before = core.applied_seq
+        frame, gap = core.apply_remote_update(message.seq, message.update, mine)
+        if frame is not None:
+            out.fanout.append(frame)
+        # The gateway that published an update checks the text once the update is back
+        # in sequence: by then it holds every update up to it, so the last update of a
+        # room is always checked, and once, fleet-wide.
+        out.check_solved = mine and core.applied_seq != before
+        out.catch_up = gap
+    elif isinstance(message, Awareness):
+        if message.origin != own:
+            frame = core.apply_remote_awareness(message.update, message.owner)
+            if frame is not None:
+                out.fanout.append(frame)
+    elif isinstance(message, AwarenessQuery):
+        if message.origin != own:
+            out.publish_awareness = core.local_awareness()
+    elif isinstance(message, Presence):
+        if newer_presence(core.presence, message):
+            core.presence = message
+            out.fanout.append(presence_frame(message))
+    elif isinstance(message, Solved):
+        core.solved = True
+        out.fanout.append(protocol.SOLVED)
+    elif isinstance(message, SessionClosed):
+        if message.session == core.session:
+            out.dismiss = message.reason
+    elif isinstance(message, RunShared | ChatShared):
+        out.fanout.append(protocol.control_frame(message.event))
+    return out
+
+
+def newer_presence(known: Presence | None, seen: Presence | None) -> bool:
+    """Whether ``seen`` should replace the counts ``known`` (versions only grow)."""
+    return seen is not None and (known is None or seen.version > known.version)

@@ -1,0 +1,153 @@
+"""Putting this gateway's rooms back into Redis, and noticing when they drifted.
+
+After a lost pub/sub connection or a Redis that lost its data, every room re-registers
+its members and republishes what only this gateway holds (``resync_all``); a room that
+noticed a loss on its own waits for housekeeping (``resync_pending``). The periodic
+``check_rooms`` reads each room's head to catch a lost last message, the only loss the
+sequence numbers on the channel cannot reveal.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from pycrdt import Doc, Text
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.gateway.background import Background
+from services.gateway.catchup import CatchUp
+from services.gateway.closing import RoomCloser
+from services.gateway.delivery import Delivery
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.outbox import Outbox
+from services.gateway.registry import RoomHandle, RoomRegistry
+from services.gateway.room import RoomCore
+from services.gateway.solved import SolvedChecks
+from services.gateway.store import RoomStore, now_ms
+from services.gateway.ydoc import EMPTY_UPDATE, replay
+from shared import protocol
+from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+_LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
+
+
+class Resync:
+    def __init__(
+        self,
+        gateway_id: str,
+        redis: Redis,
+        keys: Keys,
+        store: RoomStore,
+        registry: RoomRegistry,
+        delivery: Delivery,
+        outbox: Outbox,
+        catch_up: CatchUp,
+        solved: SolvedChecks,
+        closer: RoomCloser,
+        metrics: GatewayMetrics,
+        background: Background,
+    ) -> None:
+        self._id = gateway_id
+        self._redis = redis
+        self._keys = keys
+        self._store = store
+        self._registry = registry
+        self._delivery = delivery
+        self._outbox = outbox
+        self._catch_up = catch_up
+        self._solved = solved
+        self._closer = closer
+        self._metrics = metrics
+        self._background = background
+
+    async def resync_all(self) -> None:
+        """After the pub/sub connection came back: re-register and catch up every room."""
+        for block_id, handle, core in self._registry.live():
+            if handle.closed:  # while an earlier room was resynced
+                continue
+            try:
+                await self._resync(block_id, handle, core)
+            except RedisError as exc:
+                handle.needs_resync = True  # housekeeping tries again
+                log.warning("resync of %s failed: %s", block_id, exc)
+
+    async def resync_pending(self) -> None:
+        """Housekeeping: resync rooms that noticed Redis lost something of theirs."""
+        for block_id, handle, core in self._registry.live():
+            if handle.needs_resync and not handle.closed:
+                await self._resync(block_id, handle, core)
+
+    async def _resync(self, block_id: str, handle: RoomHandle, core: RoomCore) -> None:
+        self._metrics.resyncs.inc()
+        handle.needs_resync = False
+        members = [(m.id, _LETTER[m.role], m.client_id) for m in core.members.values()]
+        status, epoch, mentor_away = await self._store.resync(
+            block_id,
+            session=core.session,
+            now_ms=now_ms(),
+            new_epoch=secrets.token_hex(8),
+            snapshot=core.full_update(),
+            members=members,
+        )
+        if status == "closed":
+            self._registry.dismiss(block_id, handle, "mentor-left")
+            return
+        await self._store.register(block_id, self._id)
+        if epoch != core.epoch:
+            # Redis lost the room (restart): count from its new log, take what the
+            # first re-seeder wrote, and give it whatever only this gateway holds.
+            core.epoch = epoch
+            core.applied_seq = 0
+            loaded = await self._store.load(block_id)
+            if isinstance(loaded, str):
+                return
+            remote: Doc[Text] = Doc()
+            replay(remote, loaded.snapshot, loaded.entries)
+            missing = core.doc.get_update(remote.get_state())
+            before = core.doc.get_state()
+            core.load(loaded.snapshot, loaded.entries, loaded.seq)
+            core.doc_bytes = loaded.doc_bytes
+            news = core.doc.get_update(before)
+            if news != EMPTY_UPDATE:
+                self._delivery.fanout(handle.sockets, protocol.sync_update(news))
+            if missing != EMPTY_UPDATE:
+                self._outbox.update(block_id, core.session, missing)
+        self._outbox.release(block_id)
+        await self._catch_up.run(handle)
+        if mentor_away:
+            await self._closer.start_grace(block_id, keep_earlier=True)
+
+    async def check_rooms(self) -> None:
+        """Periodic: catch up any room whose log is ahead of what was applied here."""
+        rooms = self._registry.live()
+        if not rooms:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for block_id, _, _ in rooms:
+                keys = self._keys.room(block_id)
+                pipe.hmget(keys.state, "session", "seq", "epoch")
+                pipe.get(keys.tomb)
+            results = await pipe.execute()
+        for i, (block_id, handle, core) in enumerate(rooms):
+            (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
+            if handle.needs_resync:
+                continue
+            if session is None:
+                if tomb is not None and tomb.decode() == core.session:
+                    self._registry.dismiss(block_id, handle, "mentor-left")
+                else:
+                    handle.needs_resync = True  # Redis lost the room
+            elif session.decode() != core.session:
+                self._registry.dismiss(block_id, handle, "mentor-left")
+            elif epoch.decode() != core.epoch:
+                handle.needs_resync = True
+            elif int(seq) > core.applied_seq:
+                self._background.spawn(self._catch_up.run(handle))
+            else:
+                # Updates from other gateways are checked by their publisher; should it
+                # have gone before its update came back, the text is checked here.
+                self._solved.schedule(handle)
