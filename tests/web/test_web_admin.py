@@ -51,17 +51,6 @@ def fleet(
         yield fleet
 
 
-@pytest.fixture
-def people(browser: Any, fleet: Fleet) -> Iterator[People]:
-    assert fleet.api is not None
-    crowd = People(browser, fleet.api.url)
-    try:
-        yield crowd
-        crowd.check()
-    finally:
-        crowd.close()
-
-
 def sign_in(person: Person, token: str = TOKEN) -> None:
     person.page.fill("#admin-token", token)
     person.page.click("#sign-in")

@@ -55,27 +55,6 @@ def fleet(
         yield fleet
 
 
-@pytest.fixture
-def new_block(fleet: Fleet) -> Callable[..., dict[str, Any]]:
-    """A fresh block (so each test has a room of its own)."""
-
-    def make(**overrides: Any) -> dict[str, Any]:
-        return fleet.new_block(**overrides)
-
-    return make
-
-
-@pytest.fixture
-def people(browser: Any, fleet: Fleet) -> Iterator[People]:
-    assert fleet.api is not None
-    crowd = People(browser, fleet.api.url)
-    try:
-        yield crowd
-        crowd.check()
-    finally:
-        crowd.close()
-
-
 def gateway_url(fleet: Fleet, index: int) -> str:
     return f"{fleet.gateways[index].ws_url}/ws/rooms"
 

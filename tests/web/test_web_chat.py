@@ -45,17 +45,6 @@ def new_room(fleet: Fleet) -> Callable[..., str]:
     return make
 
 
-@pytest.fixture
-def people(browser: Any, fleet: Fleet) -> Iterator[People]:
-    assert fleet.api is not None
-    crowd = People(browser, fleet.api.url)
-    try:
-        yield crowd
-        crowd.check()
-    finally:
-        crowd.close()
-
-
 def _axe_panel(person: Person) -> list[str]:
     """Serious or critical axe violations in the chat panel, the people list and the
     follow status (the rest of the page has its own test in test_web_browser.py)."""

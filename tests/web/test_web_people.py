@@ -59,25 +59,6 @@ def fleet(
         yield fleet
 
 
-@pytest.fixture
-def new_block(fleet: Fleet) -> Callable[..., dict[str, Any]]:
-    def make(**overrides: Any) -> dict[str, Any]:
-        return _seed(fleet, [make_block(**overrides)])[0]
-
-    return make
-
-
-@pytest.fixture
-def people(browser: Any, fleet: Fleet) -> Iterator[People]:
-    assert fleet.api is not None
-    crowd = People(browser, fleet.api.url)
-    try:
-        yield crowd
-        crowd.check()
-    finally:
-        crowd.close()
-
-
 def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as pw_expect
 

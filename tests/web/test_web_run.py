@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_seed import EXPECTED_OUTPUT
-from tests.infra import EmbeddedMongo, Fleet, RedisServer, make_block, scaled, seed_blocks
+from tests.infra import EmbeddedMongo, Fleet, RedisServer, scaled, seed_blocks
 from tests.web.browser import People, Person, expect, joined, launch_browser, ms
 from tests.web.browser import seed as _seed
 
@@ -44,25 +44,6 @@ def fleet(
 @pytest.fixture(scope="module")
 def seeded(fleet: Fleet) -> dict[str, dict[str, Any]]:
     return {b["slug"]: b for b in _seed(fleet, seed_blocks())}
-
-
-@pytest.fixture
-def new_block(fleet: Fleet) -> Callable[..., dict[str, Any]]:
-    def make(**overrides: Any) -> dict[str, Any]:
-        return _seed(fleet, [make_block(**overrides)])[0]
-
-    return make
-
-
-@pytest.fixture
-def people(browser: Any, fleet: Fleet) -> Iterator[People]:
-    assert fleet.api is not None
-    crowd = People(browser, fleet.api.url)
-    try:
-        yield crowd
-        crowd.check()
-    finally:
-        crowd.close()
 
 
 class Tripwire:
