@@ -26,6 +26,9 @@ FLEET_ENV = {
     "MAX_CONNECTIONS_PER_IP": 0,  # the storms come from one address
     "MAX_ROOM_MEMBERS": 500,
     "MAX_DOC_BYTES": 8 << 20,
+    # A socket that stops reading also stops answering pings: with the default 3 s
+    # keepalive it would be closed as silent (1011) before it is found slow (4000).
+    "KEEPALIVE_SECONDS": 120,
 }
 FLEET_GATEWAYS = 1
 RSS_GROWTH_MIB = 30
