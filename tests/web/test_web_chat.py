@@ -187,7 +187,8 @@ def test_follow_me_moves_students_to_the_mentors_hint(
         joined(s, "student")
     mentor.page.click("#follow-me")
     for s in students:
-        expect(s.page.locator("#follow-status")).to_contain_text("Grace asks everyone")
+        expect(s.page.locator("#follow-status")).to_contain_text("asks everyone to follow them")
+        expect(s.page.locator("#follow-status")).to_contain_text("Grace")
     students[2].page.click("#follow-stop")  # this one declines
     expect(students[2].page.locator("#follow-status")).to_contain_text("declined")
     hint(mentor, "look at this one", 200)
