@@ -16,6 +16,7 @@ import pytest
 
 from tests.infra import ROOT, EmbeddedMongo, Fleet, RedisServer, make_block, wait_until
 from tests.web.browser import PHONE, People, Person, launch_browser, ms
+from tests.web.browser import seed as _seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.slow]
 
@@ -26,17 +27,6 @@ LIVENESS = 3 + 2 + 1 + 0.5
 # A low per-connection rate, so that typing on a busy machine still outruns it.
 RATE = {"MAX_UPDATES_PER_SECOND": 10, "UPDATE_BURST": 40}
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def _seed(fleet: Fleet, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    assert fleet.api is not None
-    headers = {"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"}
-    created = []
-    for block in blocks:
-        r = fleet.api.request("POST", "/api/code-blocks", json=block, headers=headers)
-        assert r.status_code == 201, r.text
-        created.append({**block, "id": r.json()["id"]})
-    return created
 
 
 @pytest.fixture(scope="module")
