@@ -9,6 +9,7 @@ peers' bench.sh does; MongoDB (coderoom only) stays up for the whole bench.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,10 @@ from services.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_NAMES = ("socketio", "hocuspocus", "ywebsocket")
+# The load generator's client for y-websocket-protocol targets (coderoom, ywebsocket):
+# "yws" (WebsocketProvider: applies every remote update) or "yws-raw" (never applies
+# them; costs the load generator about what Socket.IO's clients cost).
+YWS_ADAPTER = os.environ.get("YWS_ADAPTER", "yws")
 
 # Regular rooms start from a tiny template; the join probe's block holds ~2 KB of code.
 TEMPLATE = "def solve(xs):\n    return sorted(xs)\n"
@@ -65,7 +70,7 @@ class Coderoom:
     """Embedded MongoDB + seeded blocks (started once) and 2 gateways (fresh per run)."""
 
     name = "coderoom"
-    adapter = "yws"
+    adapter = YWS_ADAPTER
     params = "role={role}"  # the yws adapter adds ?role=watcher for watchers
 
     def __init__(self, procs: Procs, redis_server: RedisServer, work: Path, gateways: int = 2):
@@ -214,7 +219,7 @@ class Peer:
         self.redis = redis_server
         self.peers = peers
         self.running: list[Proc] = []
-        self.adapter = {"socketio": "socketio", "hocuspocus": "hocuspocus"}.get(name, "yws")
+        self.adapter = {"socketio": "socketio", "hocuspocus": "hocuspocus"}.get(name, YWS_ADAPTER)
         self.params = ""
 
     def start(self) -> Running:

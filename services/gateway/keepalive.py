@@ -3,9 +3,11 @@ with ``?heartbeat=1``, a heartbeat event); one that does not answer the ping wit
 ``KEEPALIVE_TIMEOUT_SECONDS`` is closed (1011).
 
 One loop for the whole gateway instead of websockets' task per connection (each task
-and its timer cost memory on every idle socket). The sockets are visited a slice at a
-time, about one slice a second: pinging 5,000 sockets at once would stall the gateway
-(and the clients) for a write per socket in one go. The heartbeat (one shared frame)
+and its timer cost memory on every idle socket). Once per interval the loop takes the
+sockets as they are (a round) and pings them a few at a time, a turn every
+``TURN_SECONDS``: pinging a third of 5,000 sockets in one callback, as the loop did with
+one slice a second, stalled the gateway (and every keystroke in flight) for 15-70 ms
+(docs/bench/tail.md). The heartbeat (one shared frame)
 lets a browser, which never sees pings, notice a silent gateway; the pings' deadlines
 sit in one queue in the order they were sent, so checking them costs nothing per idle
 socket.
@@ -27,8 +29,15 @@ from services.gateway.wire import ws_frame
 from shared import protocol
 from shared.protocol import CloseCode
 
-SLICES = 30  # the sockets are visited in this many turns per keepalive interval
+TURN_SECONDS = 0.02  # a turn every 20 ms: a round of 5,000 sockets in 3 s is 34 per turn
 CLOSE_TIMEOUT = 0.5  # closing a socket that missed its ping
+
+
+def per_turn(sockets: int, interval: float, turn: float = TURN_SECONDS) -> int:
+    """How many sockets each turn visits so that a round of ``sockets`` ends within
+    ``interval`` (never fewer than one while any is left)."""
+    turns = max(1, int(interval / turn))
+    return max(1, -(-sockets // turns))
 
 
 class Keepalive:
@@ -42,13 +51,15 @@ class Keepalive:
 
     async def run(self) -> None:
         interval, timeout = self._interval, self._timeout
-        slices = max(1, min(SLICES, int(interval)))
+        turn_seconds = min(TURN_SECONDS, interval)
         heartbeat = ws_frame(protocol.HEARTBEAT)
         deadlines: deque[tuple[float, RoomConnection, asyncio.Future[float]]] = deque()
         loop = asyncio.get_running_loop()
-        turn = 0
+        round_: deque[RoomConnection] = deque()
+        round_due = loop.time()
+        share = 1
         while True:
-            await asyncio.sleep(interval / slices)
+            await asyncio.sleep(turn_seconds)
             now = loop.time()
             while deadlines and deadlines[0][0] <= now:
                 _, ws, waiter = deadlines.popleft()
@@ -58,9 +69,13 @@ class Keepalive:
                     self._delivery.disconnect_soon(
                         ws, CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
                     )
-            turn = (turn + 1) % slices
-            sockets = [ws for ws in self._registry.sockets() if hash(ws) % slices == turn]
-            for ws in sockets:
+            if not round_ and now >= round_due:
+                # A new round: the sockets as they are now, once per interval.
+                round_.extend(self._registry.sockets())
+                round_due = now + interval
+                share = per_turn(len(round_), interval, turn_seconds)
+            for _ in range(min(share, len(round_))):
+                ws = round_.popleft()
                 if ws.protocol.state is not State.OPEN:
                     continue
                 if ws.heartbeat:  # stock clients would log each one as unknown

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 import orjson
 
 INTERVAL_SECONDS = 0.1
+PROFILE_INTERVAL_SECONDS = 0.01  # with the stall profile on, a tick every 10 ms
 STALL_SECONDS = 0.005
 SAMPLE_SECONDS = 0.001
 STACK_DEPTH = 12
@@ -47,6 +49,10 @@ class StallReport:
     # frame -> samples in which it was on the stack (inclusive) / innermost (self)
     inclusive: collections.Counter[Frame] = field(default_factory=collections.Counter)
     innermost: collections.Counter[Frame] = field(default_factory=collections.Counter)
+    # (start, seconds) of the latest stalls: their spacing shows periodic work
+    timeline: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=2000)
+    )
 
     def as_json(self, top: int = 40) -> dict[str, object]:
         return {
@@ -56,6 +62,7 @@ class StallReport:
             "samples": self.samples,
             "inclusive": self.inclusive.most_common(top),
             "innermost": self.innermost.most_common(top),
+            "timeline": [(round(t, 4), round(d, 4)) for t, d in self.timeline],
         }
 
 
@@ -64,6 +71,7 @@ def attribute(report: StallReport, start: float, end: float, samples: Iterable[S
     report.stalls += 1
     report.stalled_seconds += end - start
     report.longest_seconds = max(report.longest_seconds, end - start)
+    report.timeline.append((start, end - start))
     for at, stack in samples:
         if start <= at <= end and stack:
             report.samples += 1
@@ -108,7 +116,9 @@ class LoopLagMonitor:
 
     def __init__(self, observe: Callable[[float], None], profile_path: str = "") -> None:
         self._observe = observe
-        self._profile_path = profile_path
+        # "{pid}" in the path: one file per gateway when several share an environment.
+        self._profile_path = profile_path.replace("{pid}", str(os.getpid()))
+        self._interval = PROFILE_INTERVAL_SECONDS if profile_path else INTERVAL_SECONDS
         self.report = StallReport()
         self._sampler: _Sampler | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -124,8 +134,8 @@ class LoopLagMonitor:
 
     def _schedule(self) -> None:
         assert self._loop is not None
-        self._due = time.perf_counter() + INTERVAL_SECONDS
-        self._handle = self._loop.call_later(INTERVAL_SECONDS, self._tick)
+        self._due = time.perf_counter() + self._interval
+        self._handle = self._loop.call_later(self._interval, self._tick)
 
     def _tick(self) -> None:
         now = time.perf_counter()

@@ -33,6 +33,7 @@ from shared.keys import Keys
 log = logging.getLogger(__name__)
 
 _LETTER = {"mentor": "m", "student": "s", "watcher": "w"}
+CHECK_CHUNK = 64  # rooms per pipeline of the periodic check (two commands each)
 
 
 class Resync:
@@ -122,10 +123,16 @@ class Resync:
             await self._closer.start_grace(block_id, keep_earlier=True)
 
     async def check_rooms(self) -> None:
-        """Periodic: catch up any room whose log is ahead of what was applied here."""
+        """Periodic: catch up any room whose log is ahead of what was applied here.
+
+        ``CHECK_CHUNK`` rooms per pipeline, the loop free between chunks: one pipeline
+        for every served room built and read in one callback stalled the gateway (and
+        the keystrokes in flight) in proportion to its rooms (docs/bench/tail.md)."""
         rooms = self._registry.live()
-        if not rooms:
-            return
+        for start in range(0, len(rooms), CHECK_CHUNK):
+            await self._check_chunk(rooms[start : start + CHECK_CHUNK])
+
+    async def _check_chunk(self, rooms: list[tuple[str, RoomHandle, RoomCore]]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for block_id, _, _ in rooms:
                 keys = self._keys.room(block_id)
@@ -134,7 +141,7 @@ class Resync:
             results = await pipe.execute()
         for i, (block_id, handle, core) in enumerate(rooms):
             (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
-            if handle.needs_resync:
+            if handle.needs_resync or handle.closed:
                 continue
             if session is None:
                 if tomb is not None and tomb.decode() == core.session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -52,10 +53,10 @@ def _deliberate_spin_stall() -> None:
 
 def test_a_real_stall_is_measured_and_attributed(tmp_path: Path) -> None:
     lags: list[float] = []
-    out = tmp_path / "stalls.json"
+    out = tmp_path / f"stalls-{os.getpid()}.json"  # "{pid}" in the setting: one file each
 
     async def main() -> None:
-        monitor = LoopLagMonitor(lags.append, str(out))
+        monitor = LoopLagMonitor(lags.append, str(tmp_path / "stalls-{pid}.json"))
         monitor.start()
         await asyncio.sleep(scaled(INTERVAL_SECONDS * 3))
         quiet = len(lags)
@@ -70,6 +71,8 @@ def test_a_real_stall_is_measured_and_attributed(tmp_path: Path) -> None:
     assert max(lags) >= STALL - INTERVAL_SECONDS, lags  # a tick fell due inside each stall
     report = orjson.loads(out.read_bytes())
     assert report["stalls"] >= 2
+    assert len(report["timeline"]) == report["stalls"]  # when each began, how long
+    assert max(seconds for _, seconds in report["timeline"]) >= STALL - INTERVAL_SECONDS
     seen = dict(report["inclusive"])
     assert seen.get("test_looplag.py:_deliberate_sleep_stall", 0) >= 1, report
     assert seen.get("test_looplag.py:_deliberate_spin_stall", 0) >= 1, report
