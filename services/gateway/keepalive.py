@@ -4,10 +4,10 @@ with ``?heartbeat=1``, a heartbeat event); one that does not answer the ping wit
 
 One loop for the whole gateway instead of websockets' task per connection (each task
 and its timer cost memory on every idle socket). Once per interval the loop takes the
-sockets as they are (a round) and pings them a few at a time, a turn every
-``TURN_SECONDS``: pinging a third of 5,000 sockets in one callback, as the loop did with
-one slice a second, stalled the gateway (and every keystroke in flight) for 15-70 ms
-(docs/bench/tail.md). The heartbeat (one shared frame)
+sockets as they are (a round) and pings them a few at a time, spread evenly over the
+interval with turns at least ``TURN_SECONDS`` apart: pinging a third of 5,000 sockets in
+one callback, as the loop did with one slice a second, stalled the gateway (and every
+keystroke in flight) for 15-70 ms (docs/bench/tail.md). The heartbeat (one shared frame)
 lets a browser, which never sees pings, notice a silent gateway; the pings' deadlines
 sit in one queue in the order they were sent, so checking them costs nothing per idle
 socket.
@@ -29,15 +29,17 @@ from services.gateway.wire import ws_frame
 from shared import protocol
 from shared.protocol import CloseCode
 
-TURN_SECONDS = 0.02  # a turn every 20 ms: a round of 5,000 sockets in 3 s is 34 per turn
+TURN_SECONDS = 0.02  # the shortest pause between turns: 5,000 sockets in 3 s are 34 a turn
+LONGEST_PAUSE = 0.25  # the longest: missed pings are noticed at least this often
 CLOSE_TIMEOUT = 0.5  # closing a socket that missed its ping
 
 
-def per_turn(sockets: int, interval: float, turn: float = TURN_SECONDS) -> int:
-    """How many sockets each turn visits so that a round of ``sockets`` ends within
-    ``interval`` (never fewer than one while any is left)."""
-    turns = max(1, int(interval / turn))
-    return max(1, -(-sockets // turns))
+def pacing(sockets: int, interval: float) -> tuple[int, float]:
+    """(sockets per turn, pause between turns) for a round of ``sockets`` spread evenly
+    over ``interval``: as few per turn as the shortest pause allows."""
+    most = max(1, int(interval / TURN_SECONDS))
+    turns = min(most, max(sockets, int(interval / LONGEST_PAUSE), 1))
+    return max(1, -(-sockets // turns)), interval / turns
 
 
 class Keepalive:
@@ -51,15 +53,14 @@ class Keepalive:
 
     async def run(self) -> None:
         interval, timeout = self._interval, self._timeout
-        turn_seconds = min(TURN_SECONDS, interval)
         heartbeat = ws_frame(protocol.HEARTBEAT)
         deadlines: deque[tuple[float, RoomConnection, asyncio.Future[float]]] = deque()
         loop = asyncio.get_running_loop()
         round_: deque[RoomConnection] = deque()
         round_due = loop.time()
-        share = 1
+        share, pause = pacing(0, interval)
         while True:
-            await asyncio.sleep(turn_seconds)
+            await asyncio.sleep(pause)
             now = loop.time()
             while deadlines and deadlines[0][0] <= now:
                 _, ws, waiter = deadlines.popleft()
@@ -73,7 +74,7 @@ class Keepalive:
                 # A new round: the sockets as they are now, once per interval.
                 round_.extend(self._registry.sockets())
                 round_due = now + interval
-                share = per_turn(len(round_), interval, turn_seconds)
+                share, pause = pacing(len(round_), interval)
             for _ in range(min(share, len(round_))):
                 ws = round_.popleft()
                 if ws.protocol.state is not State.OPEN:
