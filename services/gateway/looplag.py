@@ -44,13 +44,16 @@ class StallReport:
 
     stalls: int = 0
     stalled_seconds: float = 0.0
+    working_seconds: float = 0.0  # the part of the stalls the loop thread was on a core
     longest_seconds: float = 0.0
     samples: int = 0
     # frame -> samples in which it was on the stack (inclusive) / innermost (self)
     inclusive: collections.Counter[Frame] = field(default_factory=collections.Counter)
     innermost: collections.Counter[Frame] = field(default_factory=collections.Counter)
-    # (start, seconds) of the latest stalls: their spacing shows periodic work
-    timeline: collections.deque[tuple[float, float]] = field(
+    # (start, seconds, busy) of the latest stalls: their spacing shows periodic work;
+    # busy = the loop thread's CPU time over the tick's whole window / its wall time:
+    # near 1 the loop was working, near 0 it was waiting for a core (another process)
+    timeline: collections.deque[tuple[float, float, float]] = field(
         default_factory=lambda: collections.deque(maxlen=2000)
     )
 
@@ -58,20 +61,24 @@ class StallReport:
         return {
             "stalls": self.stalls,
             "stalledSeconds": round(self.stalled_seconds, 4),
+            "workingSeconds": round(self.working_seconds, 4),
             "longestSeconds": round(self.longest_seconds, 4),
             "samples": self.samples,
             "inclusive": self.inclusive.most_common(top),
             "innermost": self.innermost.most_common(top),
-            "timeline": [(round(t, 4), round(d, 4)) for t, d in self.timeline],
+            "timeline": [(round(t, 4), round(d, 4), round(b, 2)) for t, d, b in self.timeline],
         }
 
 
-def attribute(report: StallReport, start: float, end: float, samples: Iterable[Sample]) -> None:
+def attribute(
+    report: StallReport, start: float, end: float, samples: Iterable[Sample], busy: float = 1.0
+) -> None:
     """Add one stall [start, end] to the report, with the samples taken inside it."""
     report.stalls += 1
     report.stalled_seconds += end - start
     report.longest_seconds = max(report.longest_seconds, end - start)
-    report.timeline.append((start, end - start))
+    report.working_seconds += (end - start) * min(1.0, busy)
+    report.timeline.append((start, end - start, busy))
     for at, stack in samples:
         if start <= at <= end and stack:
             report.samples += 1
@@ -123,6 +130,7 @@ class LoopLagMonitor:
         self._sampler: _Sampler | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
+        self._scheduled = (0.0, 0.0)  # (wall, loop thread CPU) when the tick was asked for
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -134,7 +142,8 @@ class LoopLagMonitor:
 
     def _schedule(self) -> None:
         assert self._loop is not None
-        self._due = time.perf_counter() + self._interval
+        self._scheduled = (time.perf_counter(), time.thread_time())
+        self._due = self._scheduled[0] + self._interval
         self._handle = self._loop.call_later(self._interval, self._tick)
 
     def _tick(self) -> None:
@@ -143,7 +152,9 @@ class LoopLagMonitor:
         self._observe(lag)
         if lag > STALL_SECONDS and self._sampler is not None:
             start = self._due
-            attribute(self.report, start, now, self._sampler.window(start, now))
+            wall_at, cpu_at = self._scheduled
+            busy = (time.thread_time() - cpu_at) / max(now - wall_at, 1e-9)
+            attribute(self.report, start, now, self._sampler.window(start, now), busy)
         self._schedule()
 
     def stop(self) -> None:
