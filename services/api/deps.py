@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
 from starlette.requests import Request
 
 from services.api.block_cache import BlockCache
@@ -54,6 +56,7 @@ def make_redis(settings: Settings) -> Redis:
         socket_timeout=redis_timeout(settings),
         retry=Retry(NoBackoff(), 1),
         client_name="coderoom-api",
+        driver_info=DriverInfo(lib_version=redis.__version__),  # see services/gateway/app.py
     )
 
 
