@@ -205,13 +205,13 @@ class EventRelay(ABC):
         if not core.take_token(member_id, now):  # every frame counts in the socket's rate
             return Effects(close=CloseCode.RATE_LIMITED, reason="too many messages")
         member = core.members[member_id]
-        ids = [c for c in member.awareness_ids if c in core.awareness]
+        ids = [c for c in member.awareness_ids if c in core.awareness.states]
         incoming = Incoming(
             frame,
             role=member.role,
             client_id=member.client_id,
             awareness_ids=ids,
-            awareness_states=[core.awareness[c][1] for c in ids],
+            awareness_states=[core.awareness.states[c][1] for c in ids],
             allowed=self.budget.take(member_id, now),
             event_id=secrets.token_hex(8),
             at_ms=now_ms(),
