@@ -34,12 +34,13 @@ from services.gateway.eventrelay import (
     EventRelay,
     Incoming,
     Keeping,
+    control_json,
     display_name,
     keep_and_publish,
     kept_entries,
 )
 from shared.keys import RoomKeys
-from shared.protocol import CloseCode, MessageType, Role, control_frame
+from shared.protocol import CloseCode, Role, control_frame
 from shared.ywire import DecodeError, read_var_uint
 
 log = logging.getLogger(__name__)
@@ -100,17 +101,7 @@ def parse_message(frame: bytes) -> dict[str, Any]:
     """The checked fields of a client's chat/hint/hint-resolve/follow-me frame."""
     if len(frame) > MAX_CHAT_FRAME:
         raise ChatRefused("message too large")
-    try:
-        kind, pos = read_var_uint(frame, 0)
-        size, pos = read_var_uint(frame, pos)
-    except DecodeError as exc:
-        raise ChatRefused(str(exc)) from None
-    if kind != MessageType.CONTROL or size != len(frame) - pos:
-        raise ChatRefused("control payload length does not match the frame")
-    try:
-        message = orjson.loads(frame[pos:])
-    except orjson.JSONDecodeError:
-        raise ChatRefused("control message is not UTF-8 JSON") from None
+    message = control_json(frame, ChatRefused)
     if not isinstance(message, dict) or message.get("type") not in _FIELDS:
         raise ChatRefused("not a chat message")
     if message.keys() != _FIELDS[message["type"]]:

@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 from services.gateway.room import Effects, RoomCore
 from services.gateway.store import now_ms
 from shared.keys import Keys, RoomKeys
-from shared.protocol import CloseCode, Role
+from shared.protocol import CloseCode, MessageType, Role
+from shared.ywire import DecodeError, read_var_uint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,22 @@ def display_name(states: Iterable[str]) -> str:
             if clean:
                 return clean
     return "Guest"
+
+
+def control_json(frame: bytes, refused: type[ValueError]) -> Any:
+    """The JSON of a client's control frame (type 100, then the JSON's length), or
+    ``refused`` (the kind's own error) with the reason."""
+    try:
+        kind, pos = read_var_uint(frame, 0)
+        size, pos = read_var_uint(frame, pos)
+    except DecodeError as exc:
+        raise refused(str(exc)) from None
+    if kind != MessageType.CONTROL or size != len(frame) - pos:
+        raise refused("control payload length does not match the frame")
+    try:
+        return orjson.loads(frame[pos:])
+    except orjson.JSONDecodeError:
+        raise refused("control message is not UTF-8 JSON") from None
 
 
 @dataclass(slots=True)

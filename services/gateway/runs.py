@@ -26,13 +26,13 @@ from services.gateway.eventrelay import (
     EventRelay,
     Incoming,
     Keeping,
+    control_json,
     display_name,
     keep_and_publish,
     kept_entries,
 )
 from shared.keys import RoomKeys
 from shared.protocol import CloseCode, MessageType, Role, control_frame
-from shared.ywire import DecodeError, read_var_uint
 
 CONTROL_TAG: Final = bytes([MessageType.CONTROL])  # a client frame starting so is ours
 MAX_RUN_FRAME: Final = 32 * 1024  # 4 KB of output, escaped as JSON, fits with room
@@ -69,17 +69,7 @@ def parse_run_result(frame: bytes) -> dict[str, Any]:
     """The fields of a client's ``run-result`` control frame, checked; RunRefused if not."""
     if len(frame) > MAX_RUN_FRAME:
         raise RunRefused("run result too large")
-    try:
-        kind, pos = read_var_uint(frame, 0)
-        size, pos = read_var_uint(frame, pos)
-    except DecodeError as exc:
-        raise RunRefused(str(exc)) from None
-    if kind != MessageType.CONTROL or size != len(frame) - pos:
-        raise RunRefused("control payload length does not match the frame")
-    try:
-        message = orjson.loads(frame[pos:])
-    except orjson.JSONDecodeError:
-        raise RunRefused("control message is not UTF-8 JSON") from None
+    message = control_json(frame, RunRefused)
     if not isinstance(message, dict):
         raise RunRefused("control message is not an object")
     if message.get("type") != "run-result":
