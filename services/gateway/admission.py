@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from redis.backoff import FullJitterBackoff
 from redis.exceptions import RedisError
 from websockets.datastructures import Headers
 
@@ -32,6 +31,7 @@ from services.gateway.loader import RoomGone, RoomLoader
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
+from services.gateway.resp import reconnect_delay
 from services.gateway.runs import RunRelay
 from services.gateway.store import RoomStore, now_ms
 from services.gateway.wire import presence_frame
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 ROOM_PATH = "/ws/rooms/"
 MAX_CLIENT_ID = 64
 LEAVE_RETRY_SECONDS = 120.0  # a member's leave is retried this long while Redis is away
-LEAVE_RETRY_CAP = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +258,9 @@ class Admission:
     async def _forget_member(self, block_id: str, member_id: str) -> None:
         """Remove the member from the room's state, retrying while Redis is away or slow:
         nobody else removes a live gateway's member, and a room that keeps a ghost member
-        never closes (its session is never archived). LEAVE is idempotent."""
-        backoff = FullJitterBackoff(cap=LEAVE_RETRY_CAP, base=0.2)
+        never closes (its session is never archived). LEAVE is idempotent; the attempts
+        are spaced like the Redis connections' reconnects (jittered, so that a gateway's
+        many leaves do not retry in step)."""
         deadline = time.monotonic() + LEAVE_RETRY_SECONDS
         attempt = 0
         while True:
@@ -279,7 +279,7 @@ class Admission:
                 log.warning(
                     "leave of %s failed (attempt %d), retrying: %s", member_id, attempt, exc
                 )
-            await asyncio.sleep(backoff.compute(attempt))
+            await asyncio.sleep(reconnect_delay(attempt))
 
     async def drain(self) -> None:
         """SIGTERM: admit no one, publish what is pending, then close every socket with

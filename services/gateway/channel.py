@@ -1,10 +1,10 @@
 """The room channel's messages: one codec for every message on a room's pub/sub channel.
 
 A message is a kind byte, then fields separated by NUL; the last field may hold any
-bytes (a Yjs update). The Lua scripts (``scripts.py``; ``runs.py`` for ``R``) publish
-``U``, ``P``, ``S``, ``C`` and ``R`` in the same statement that changes the room, so the
-channel's order is the state's order; the gateway publishes ``A`` and ``Q`` itself
-(docs/redis.md):
+bytes (a Yjs update). The Lua scripts (``scripts.py``; ``eventrelay.py`` for ``R`` and
+``M``) publish ``U``, ``P``, ``S``, ``C``, ``R`` and ``M`` in the same statement that
+changes the room, so the channel's order is the state's order; the gateway publishes
+``A`` and ``Q`` itself (docs/redis.md):
 
 =====  ==========================================  ===========================================
 kind   fields                                       meaning
@@ -25,6 +25,11 @@ Pure: bytes in, values out, no I/O. ``decode`` raises ``ChannelError`` on anythi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# The kinds the shared-event script writes (``eventrelay.keep_and_publish``).
+RUN_KIND: Final = b"R"
+CHAT_KIND: Final = b"M"
 
 
 class ChannelError(ValueError):
@@ -129,7 +134,7 @@ def encode_session_closed(session: str, reason: str) -> bytes:
 
 
 def encode_run(event: bytes) -> bytes:
-    return b"R" + event
+    return RUN_KIND + event
 
 
 def _int(raw: bytes) -> int:
@@ -175,8 +180,8 @@ def decode(data: bytes) -> Message:
         if not sep:
             raise ChannelError("a close needs session and reason")
         return SessionClosed(_text(session), _text(reason))
-    if kind == b"R":
+    if kind == RUN_KIND:
         return RunShared(body)
-    if kind == b"M":
+    if kind == CHAT_KIND:
         return ChatShared(body)
     raise ChannelError(f"unknown kind {kind!r}")

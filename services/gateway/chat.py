@@ -4,38 +4,43 @@ Clients send ``chat``, ``hint``, ``hint-resolve`` and ``follow-me`` control mess
 (type 100). The gateway checks them (size, shape, UTF-8, who may send what, the sender's
 rate), adds the author from the socket (role, the display name of the socket's own
 awareness state; never from the message) and publishes the event on the room's channel
-with the CHAT_SCRIPT, which keeps the room's last ``CHAT_KEPT`` messages and
-``HINT_EVENTS_KEPT`` hint events for late joiners (``follow-me`` is not kept). Every
-gateway sends it to its members. A refusal that a well-behaved client can meet (a
-watcher writing, a student sending a hint, the rate) is answered with a ``refused``
-event and the socket stays open; a malformed message closes the sender with 4400, and a
-sender that keeps going over the rate is closed with 4429, as for runs.
+(``M``), keeping the room's last ``CHAT_KEPT`` messages and ``HINT_EVENTS_KEPT`` hint
+events for late joiners (``follow-me`` is not kept). Every gateway sends it to its
+members. A refusal that a well-behaved client can meet (a watcher writing, a student
+sending a hint, the rate) is answered with a ``refused`` event and the socket stays
+open; a malformed message closes the sender with 4400, and a sender that keeps going
+over the rate is closed with 4429, as for runs.
 
-The checks and the codec are pure; ``ChatRelay`` is the thin Redis shell. Runs share the
-same way in: ``control_type`` tells ours from the rest, which goes to ``runs.py``.
+The checks and the codec are pure; the budget, the script's shape and the shell are the
+ones runs use too (``eventrelay.py``). Runs share the same way in: ``control_type``
+tells ours from the rest, which goes to ``runs.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 import re
-import secrets
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.gateway.room import Effects, RoomCore
-from services.gateway.runs import RunBudget, display_name
-from services.gateway.store import now_ms
-from shared.keys import Keys
-from shared.protocol import CloseCode, MessageType, Role, control_frame
+from services.gateway.channel import CHAT_KIND
+from services.gateway.eventrelay import (
+    Decision,
+    EventRelay,
+    Incoming,
+    Keeping,
+    control_json,
+    display_name,
+    keep_and_publish,
+    kept_entries,
+)
+from shared.keys import RoomKeys
+from shared.protocol import CloseCode, Role, control_frame
 from shared.ywire import DecodeError, read_var_uint
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,6 @@ MAX_ANCHOR_CHARS: Final = 128  # base64 of a Yjs relative position (a few dozen 
 MAX_LINE: Final = 1_000_000
 CHAT_KEPT: Final = 200
 HINT_EVENTS_KEPT: Final = 200  # hints and their resolutions
-CHAT_TTL_SECONDS: Final = 86_400
 CHAT_RATE: Final = 1.0  # messages a second per member ...
 CHAT_BURST: Final = 8  # ... after a burst of this many
 _FIELDS: Final[dict[str, frozenset[str]]] = {  # exactly these fields, nothing else
@@ -97,17 +101,7 @@ def parse_message(frame: bytes) -> dict[str, Any]:
     """The checked fields of a client's chat/hint/hint-resolve/follow-me frame."""
     if len(frame) > MAX_CHAT_FRAME:
         raise ChatRefused("message too large")
-    try:
-        kind, pos = read_var_uint(frame, 0)
-        size, pos = read_var_uint(frame, pos)
-    except DecodeError as exc:
-        raise ChatRefused(str(exc)) from None
-    if kind != MessageType.CONTROL or size != len(frame) - pos:
-        raise ChatRefused("control payload length does not match the frame")
-    try:
-        message = orjson.loads(frame[pos:])
-    except orjson.JSONDecodeError:
-        raise ChatRefused("control message is not UTF-8 JSON") from None
+    message = control_json(frame, ChatRefused)
     if not isinstance(message, dict) or message.get("type") not in _FIELDS:
         raise ChatRefused("not a chat message")
     if message.keys() != _FIELDS[message["type"]]:
@@ -153,31 +147,16 @@ def refused(kind: str, code: str, reason: str) -> bytes:
     return control_frame(orjson.dumps(event))
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with one message: publish ``event`` (kept in ``keep``: "chat",
-    "hints" or "" for none), answer the sender, or close it."""
-
-    event: bytes | None = None
-    keep: str = ""
-    reply: bytes | None = None
-    close: CloseCode | None = None
-    reason: str = ""
-
-
-def decide(
-    frame: bytes,
-    *,
-    role: Role,
-    awareness_ids: Iterable[int],
-    awareness_states: Iterable[str],
-    allowed: bool | None,
-    event_id: str,
-    at_ms: int,
-) -> Decision:
-    """Check a client's chat/hint frame; ``allowed`` is the member's budget verdict."""
+def decide(incoming: Incoming) -> Decision:
+    """Check a client's chat/hint frame; the event's id is ``incoming.event_id``."""
+    role, allowed, event_id, at_ms = (
+        incoming.role,
+        incoming.allowed,
+        incoming.event_id,
+        incoming.at_ms,
+    )
     try:
-        message = parse_message(frame)
+        message = parse_message(incoming.frame)
     except ChatRefused as exc:
         return Decision(close=CloseCode.BAD_REQUEST, reason=str(exc)[:100])
     kind = message["type"]
@@ -188,7 +167,7 @@ def decide(
         return Decision(close=CloseCode.RATE_LIMITED, reason="too many chat messages")
     if not allowed:
         return Decision(reply=refused(kind, "rate-limited", "too many messages: wait a moment"))
-    author = {"name": display_name(awareness_states), "role": role}
+    author = {"name": display_name(incoming.awareness_states), "role": role}
     if kind == "chat":
         body = {"id": event_id, **author, "text": message["text"], "at": at_ms}
         return Decision(event=orjson.dumps({"type": "chat", "message": body}), keep="chat")
@@ -206,7 +185,7 @@ def decide(
         event = {"type": "hint-resolved", "id": message["id"], "at": at_ms}
         return Decision(event=orjson.dumps(event), keep="hints")
     # The mentor's own Yjs ids (its socket's awareness): whom to follow.
-    ids = sorted(awareness_ids)
+    ids = sorted(incoming.awareness_ids)
     event = {"type": "follow-me", "on": message["on"], **author, "awarenessIds": ids}
     return Decision(event=orjson.dumps(event))
 
@@ -215,13 +194,9 @@ def history(chat: Iterable[bytes], hints: Iterable[bytes], session: str) -> byte
     """The ``chat-history`` event for a joiner from the room's lists (entries
     ``session\\0event``; other sessions' skipped), hints with their resolution folded
     in; None when there is nothing."""
-    head = session.encode() + b"\x00"
-    messages = [orjson.loads(e[len(head) :])["message"] for e in chat if e.startswith(head)]
+    messages = [event["message"] for event in kept_entries(chat, session)]
     by_id: dict[str, dict[str, Any]] = {}
-    for entry in hints:
-        if not entry.startswith(head):
-            continue
-        event = orjson.loads(entry[len(head) :])
+    for event in kept_entries(hints, session):
         if event["type"] == "hint":
             by_id[event["hint"]["id"]] = {**event["hint"], "resolvedAt": None}
         elif event["id"] in by_id:
@@ -243,13 +218,9 @@ def archive_of(chat: Iterable[bytes], hints: Iterable[bytes], session: str) -> d
     return {"messages": event["messages"], "hints": event["hints"]}
 
 
-# KEYS: state, list (chat or hints), channel. ARGV: session, event (JSON), kept (0: not
-# kept), ttl seconds, hint id ('' unless resolving). Entries are "<session>\0<event>"; a
-# list left by an earlier session is replaced. A resolution needs its hint in the list
-# and not yet resolved (0 otherwise: nothing published).
-CHAT_SCRIPT = """
-if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
-local tag = ARGV[1] .. '\\0'
+# A resolution (ARGV[5]: the hint id, '' otherwise) needs its hint in the list and not
+# yet resolved; else nothing is kept or published.
+_RESOLVES_A_KEPT_HINT = """
 if ARGV[5] ~= '' then
   local found = false
   local hint = tag .. '{"type":"hint","hint":{"id":"' .. ARGV[5] .. '"'
@@ -260,98 +231,40 @@ if ARGV[5] ~= '' then
   end
   if not found then return 0 end
 end
-if tonumber(ARGV[3]) > 0 then
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  if head and string.sub(head, 1, string.len(tag)) ~= tag then redis.call('DEL', KEYS[2]) end
-  redis.call('RPUSH', KEYS[2], tag .. ARGV[2])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('PUBLISH', KEYS[3], 'M' .. ARGV[2])
-return 1
 """
+CHAT_SCRIPT: Final = keep_and_publish(CHAT_KIND, _RESOLVES_A_KEPT_HINT)
 
 
-class ChatRelay:
-    """The shell: budget per member, the CHAT_SCRIPT, the joiner's history, the archive."""
+class ChatRelay(EventRelay):
+    """Chat in the room's ``chat`` list, hints and resolutions in ``hints``; a joiner
+    gets both as one ``chat-history`` event, the archive gets them when the room closes."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        keys: Keys,
-        spawn: Callable[[Coroutine[Any, Any, None]], Any],
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._spawn = spawn
-        self._script = redis.register_script(CHAT_SCRIPT)
-        self._order = asyncio.Lock()  # published in the order they came (FIFO)
-        self.budget = RunBudget(CHAT_RATE, CHAT_BURST)
+    what = "a chat message"
+    script = CHAT_SCRIPT
+    rate = CHAT_RATE
+    burst = CHAT_BURST
 
-    def receive(self, core: RoomCore, member_id: str, frame: bytes, now: float) -> Effects:
-        """A chat/hint frame from a member: relay it, refuse it, or close the sender."""
-        if not core.take_token(member_id, now):  # every frame counts in the socket's rate
-            return Effects(close=CloseCode.RATE_LIMITED, reason="too many messages")
-        member = core.members[member_id]
-        ids = [c for c in member.awareness_ids if c in core.awareness]
-        decision = decide(
-            frame,
-            role=member.role,
-            awareness_ids=ids,
-            awareness_states=[core.awareness[c][1] for c in ids],
-            allowed=self.budget.take(member_id, now),
-            event_id=secrets.token_hex(8),
-            at_ms=now_ms(),
-        )
-        if decision.event is not None:
-            self._spawn(self._publish(core.block_id, core.session, decision))
-        reply = [decision.reply] if decision.reply is not None else []
-        return Effects(reply=reply, close=decision.close, reason=decision.reason)
+    def decide(self, incoming: Incoming) -> Decision:
+        return decide(incoming)
 
-    async def _publish(self, block_id: str, session: str, decision: Decision) -> None:
-        keys = self._keys.room(block_id)
-        assert decision.event is not None
+    def keeping(self, keys: RoomKeys, decision: Decision) -> Keeping:
         if decision.keep == "chat":
-            target, kept, resolving = keys.chat, CHAT_KEPT, ""
-        else:
-            target, kept = keys.hints, HINT_EVENTS_KEPT if decision.keep else 0
-            event = orjson.loads(decision.event)
-            resolving = event["id"] if event["type"] == "hint-resolved" else ""
-        try:
-            async with self._order:
-                await self._script(
-                    keys=[keys.state, target, keys.channel],
-                    args=[session, decision.event, kept, CHAT_TTL_SECONDS, resolving],
-                )
-        except RedisError as exc:
-            log.warning("a chat message in %s could not be shared: %s", block_id, exc)
+            return Keeping(keys.chat, CHAT_KEPT, ("",))
+        assert decision.event is not None
+        event = orjson.loads(decision.event)
+        resolving = event["id"] if event["type"] == "hint-resolved" else ""
+        return Keeping(keys.hints, HINT_EVENTS_KEPT if decision.keep else 0, (resolving,))
 
-    def greet(self, block_id: str, session: str, send: Callable[[bytes], None]) -> None:
-        """Send a joiner the room's chat and hints (if any), after its welcome."""
-        self._spawn(self._greet(block_id, session, send))
+    def lists(self, keys: RoomKeys) -> Sequence[str]:
+        return [keys.chat, keys.hints]
 
-    async def _lists(self, block_id: str) -> tuple[list[bytes], list[bytes]]:
-        keys = self._keys.room(block_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(keys.chat, 0, -1)
-            pipe.lrange(keys.hints, 0, -1)
-            chat, hints = await pipe.execute()
-        return chat, hints
-
-    async def _greet(self, block_id: str, session: str, send: Callable[[bytes], None]) -> None:
-        try:
-            chat, hints = await self._lists(block_id)
-        except RedisError as exc:
-            log.warning("the chat of %s could not be read: %s", block_id, exc)
-            return
-        frame = history(chat, hints, session)
-        if frame is not None:
-            send(frame)
+    def greeting(self, lists: list[list[bytes]], session: str) -> bytes | None:
+        return history(lists[0], lists[1], session)
 
     async def archive(self, block_id: str, session: str) -> dict[str, Any]:
         """The chat and hints of a session that just closed (none if Redis fails)."""
         try:
-            chat, hints = await self._lists(block_id)
+            chat, hints = await self.read_lists(block_id)
         except RedisError as exc:
             log.warning("the chat of %s could not be archived: %s", block_id, exc)
             return {"messages": [], "hints": []}

@@ -49,7 +49,7 @@ class AuthorTags:
             return b""
         state: str | None = None
         for client in member.awareness_ids:
-            entry = core.awareness.get(client)
+            entry = core.awareness.states.get(client)
             if entry is not None and entry[1] != "null":
                 state = entry[1]
                 break

@@ -3,25 +3,24 @@
 No sockets, no Redis, no clock of its own: the shells (``frames.py`` for sockets,
 ``follower.py`` through ``inbound.py`` for the room channel) feed it frames, remote
 events and the time, and carry out the returned ``Effects``. Everything that decides
-who may do what, what reaches whom and what is published lives here.
+who may do what, what reaches whom and what is published lives here, the rules of the
+room's awareness states in their own table (``awareness.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
 from pycrdt import Doc, Text
 
+from services.gateway.awareness import AwarenessRefused, AwarenessTable
 from services.gateway.channel import Presence
 from services.gateway.ydoc import TEXT, normalize_code, replay
 from shared import protocol
 from shared.protocol import CloseCode, MessageType, ProtocolError, Role, SyncType
 from shared.yvalidate import InvalidUpdate, validate_state_vector, validate_update
-from shared.ywire import encode_awareness_update, parse_awareness_update
+from shared.ywire import encode_awareness_update
 
-MAX_AWARENESS_STATE_BYTES = 4096
-MAX_AWARENESS_CLIENTS_PER_MEMBER = 4
 # Structs in one client update. Keystrokes hold 1-3; a reconnecting client's step 2
 # holds its offline edits (Yjs squashes consecutive typing). pycrdt's memory to apply an
 # update grows with the square of its consecutive items, hence a bound.
@@ -97,9 +96,7 @@ class RoomCore:
         self.doc: Doc[Text] = Doc()
         self.text = self.doc.get(TEXT, type=Text)
         self.members: dict[str, Member] = {}
-        self.awareness: dict[int, tuple[int, str]] = {}  # Yjs client id -> (clock, JSON)
-        self.awareness_clocks: dict[int, int] = {}  # last clock seen, removed ids included
-        self.awareness_owners: dict[int, str] = {}  # Yjs client id -> Member.owner
+        self.awareness = AwarenessTable()  # states, clocks and owners of every Yjs id
         self.applied_seq = 0  # every log entry up to here is in self.doc
         self.doc_bytes = 0  # approximate size of the document (snapshot + log)
         self._solution = normalize_code(solution) if solution is not None else None
@@ -143,29 +140,21 @@ class RoomCore:
     def apply_remote_awareness(self, update: bytes, owner: str = "") -> bytes | None:
         """Awareness relayed by another gateway (which checked ``owner`` owns its ids):
         keep what is new, forward that."""
-        try:
-            entries = parse_awareness_update(update)
-        except InvalidUpdate:
+        merged = self.awareness.merge_remote(update, owner)
+        if merged is None or not merged[0]:
             return None
-        fresh = [e for e in entries if self._is_newer(e[0], e[1], e[2])]
-        for client, clock, state in fresh:
-            self._remember_awareness(client, clock, state)
-            if owner:
-                self.awareness_owners[client] = owner
+        fresh, whole = merged
+        for client, _, _ in fresh:
             for member in self.members.values():
                 member.awareness_ids.discard(client)  # it lives on another gateway now
-        if not fresh:
-            return None
-        if len(fresh) < len(entries):
-            update = encode_awareness_update(fresh)
-        return protocol.awareness_message(update)
+        return protocol.awareness_message(update if whole else encode_awareness_update(fresh))
 
     # --- members ------------------------------------------------------------------
     def add_member(self, member_id: str, client_id: str, role: Role, now: float) -> list[bytes]:
         """Register a local socket; returns the frames it gets first (after welcome)."""
         self.members[member_id] = Member(member_id, client_id, role, self.limits.burst, now)
         out = [protocol.sync_step1(self.doc.get_state())]
-        states = self.awareness_snapshot()
+        states = self.awareness.snapshot()
         if states is not None:
             out.append(states)
         return out
@@ -176,12 +165,7 @@ class RoomCore:
         member = self.members.pop(member_id, None)
         if member is None or not member.awareness_ids:
             return effects
-        gone = []
-        for client in member.awareness_ids:
-            clock = self.awareness_clocks.get(client, 0) + 1
-            self._remember_awareness(client, clock, "null")
-            gone.append((client, clock, "null"))
-        update = encode_awareness_update(gone)
+        update = self.awareness.remove(member.awareness_ids)
         effects.broadcast.append(protocol.awareness_message(update))
         effects.publish_awareness = update
         effects.awareness_owner = member.owner
@@ -192,16 +176,10 @@ class RoomCore:
         another gateway that just started serving the room)."""
         out = []
         for m in self.members.values():
-            mine = [(c, *self.awareness[c]) for c in m.awareness_ids if c in self.awareness]
-            if mine:
-                out.append((m.owner, encode_awareness_update(mine)))
+            mine = self.awareness.update_of(m.awareness_ids)
+            if mine is not None:
+                out.append((m.owner, mine))
         return out
-
-    def awareness_snapshot(self) -> bytes | None:
-        states = [(c, clock, s) for c, (clock, s) in self.awareness.items() if s != "null"]
-        if not states:
-            return None
-        return protocol.awareness_message(encode_awareness_update(states))
 
     # --- client frames --------------------------------------------------------------
     def receive(self, member_id: str, frame: bytes, now: float) -> Effects:
@@ -215,7 +193,7 @@ class RoomCore:
             if message.type == MessageType.AWARENESS:
                 return self._awareness(member, message.payload, frame)
             if message.type == MessageType.QUERY_AWARENESS:
-                states = self.awareness_snapshot()
+                states = self.awareness.snapshot()
                 return Effects(reply=[states] if states else [])
             return Effects()  # auth messages from clients mean nothing to us
         except (ProtocolError, InvalidUpdate) as exc:
@@ -271,72 +249,27 @@ class RoomCore:
         return probe.get_update() != current
 
     def _awareness(self, member: Member, payload: bytes, frame: bytes) -> Effects:
-        """A client's awareness update. Stock y-websocket clients re-send the states of
-        others they just received (same clock): like y-protocols, only entries newer than
-        what the room knows are taken, so echoes die here and the sender owns what it
-        announced (its id follows it across reconnects, since its clock keeps counting).
-
-        An id belongs to the member (``Member.owner``: role and client id) that introduced
-        it: a newer state for an id another member owns is refused with 4400 (a stock
-        client that timed a silent peer out removes it at the same clock: dropped)."""
-        entries = parse_awareness_update(payload)
-        fresh: list[tuple[int, int, str]] = []
-        removed: list[tuple[int, int, str]] = []
-        owner = member.owner
-        for client, clock, state in entries:
-            if len(state.encode()) > MAX_AWARENESS_STATE_BYTES:
-                return Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
-            if state != "null":
-                try:
-                    orjson.loads(state)
-                except orjson.JSONDecodeError:
-                    return Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
-            if self._is_newer(client, clock, state):
-                holder = self.awareness_owners.get(client, owner)
-                if holder == owner:
-                    fresh.append((client, clock, state))
-                elif clock != self.awareness_clocks[client]:
-                    return Effects(
-                        close=CloseCode.BAD_REQUEST, reason="awareness id of another member"
-                    )
-            elif state != "null" and client not in self.awareness:
-                # The room saw this id removed at a later clock (its socket closed, e.g.
-                # on a gateway restart) and the client did not hear of it: tell it, and
-                # y-protocols re-announces its state with a higher clock.
-                removed.append((client, self.awareness_clocks[client], "null"))
-        new_ids = {client for client, _, _ in fresh} - member.awareness_ids
-        if len(member.awareness_ids) + len(new_ids) > MAX_AWARENESS_CLIENTS_PER_MEMBER:
-            return Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
-        for client, clock, state in fresh:
-            if client in new_ids:
-                for other in self.members.values():
-                    other.awareness_ids.discard(client)
-                member.awareness_ids.add(client)
-                self.awareness_owners[client] = owner
-            self._remember_awareness(client, clock, state)
-        reply = [protocol.awareness_message(encode_awareness_update(removed))] if removed else []
-        if not fresh:
+        """A client's awareness update, taken by the rules of ``awareness.py``; the ids
+        it introduces are this member's from now on (a socket of the same tab that held
+        them before lets go)."""
+        try:
+            accepted = self.awareness.accept(member.owner, member.awareness_ids, payload)
+        except AwarenessRefused as exc:
+            return Effects(close=CloseCode.BAD_REQUEST, reason=str(exc))
+        for client in accepted.new_ids:
+            for other in self.members.values():
+                other.awareness_ids.discard(client)
+            member.awareness_ids.add(client)
+        stale = accepted.stale
+        reply = [protocol.awareness_message(encode_awareness_update(stale))] if stale else []
+        if not accepted.fresh:
             return Effects(reply=reply)
-        if len(fresh) < len(entries):
-            payload = encode_awareness_update(fresh)
+        if not accepted.whole:
+            payload = encode_awareness_update(accepted.fresh)
             frame = protocol.awareness_message(payload)
         return Effects(
-            reply=reply, broadcast=[frame], publish_awareness=payload, awareness_owner=owner
+            reply=reply, broadcast=[frame], publish_awareness=payload, awareness_owner=member.owner
         )
-
-    def _is_newer(self, client: int, clock: int, state: str) -> bool:
-        """y-protocols' rule: a higher clock, or a removal of a live state at the same clock."""
-        known = self.awareness_clocks.get(client)
-        if known is None or clock > known:
-            return True
-        return clock == known and state == "null" and client in self.awareness
-
-    def _remember_awareness(self, client: int, clock: int, state: str) -> None:
-        self.awareness_clocks[client] = clock
-        if state == "null":
-            self.awareness.pop(client, None)
-        else:
-            self.awareness[client] = (clock, state)
 
     def take_token(self, member_id: str, now: float) -> bool:
         """Count a frame that the core does not read itself (a shared run) in the rate."""

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.gateway.runs import MAX_RUN_FRAME, RUN_BURST, RUN_FLOOD
+from services.gateway.eventrelay import FLOOD
+from services.gateway.runs import MAX_RUN_FRAME, RUN_BURST
 from shared.protocol import CloseCode
 from shared.ywire import encode_var_bytes
 from tests.fleet.conftest import Blocks
@@ -151,7 +152,7 @@ async def test_too_frequent_runs_are_dropped_and_a_flood_is_closed(
     assert relayed[:RUN_BURST] == [f"{i}\n" for i in range(RUN_BURST)]
     assert len(relayed) <= RUN_BURST + 1 and "marker\n" not in relayed
     assert student.connected
-    for _ in range(RUN_FLOOD):
+    for _ in range(FLOOD):
         await student.send_raw(run_frame())
     await student.wait_for(student.closed.is_set, 5)
     assert student.close_code == CloseCode.RATE_LIMITED

@@ -17,6 +17,7 @@ from services.gateway.chat import (
     history,
     parse_message,
 )
+from services.gateway.eventrelay import Incoming
 from shared import protocol
 from shared.protocol import CloseCode, Role
 from shared.ywire import encode_var_bytes
@@ -82,13 +83,16 @@ def test_bad_messages_are_refused(raw: bytes) -> None:
     with pytest.raises(ChatRefused):
         parse_message(raw)
     decision = decide(
-        raw,
-        role="student",
-        awareness_ids=[],
-        awareness_states=[],
-        allowed=True,
-        event_id="e",
-        at_ms=1,
+        Incoming(
+            raw,
+            role="student",
+            client_id="c",
+            awareness_ids=[],
+            awareness_states=[],
+            allowed=True,
+            event_id="e",
+            at_ms=1,
+        )
     )
     assert decision.close == CloseCode.BAD_REQUEST and decision.event is None
 
@@ -101,13 +105,16 @@ def test_control_type_leaves_runs_and_unknown_types_alone() -> None:
 
 def _decide(kind: str, role: Role, allowed: bool | None = True) -> Any:
     return decide(
-        frame(GOOD[kind]),
-        role=role,
-        awareness_ids=[7, 3],
-        awareness_states=['{"user":{"name":"Grace"}}'],
-        allowed=allowed,
-        event_id="abc",
-        at_ms=99,
+        Incoming(
+            frame(GOOD[kind]),
+            role=role,
+            client_id="c",
+            awareness_ids=[7, 3],
+            awareness_states=['{"user":{"name":"Grace"}}'],
+            allowed=allowed,
+            event_id="abc",
+            at_ms=99,
+        )
     )
 
 

@@ -108,7 +108,7 @@ def test_awareness_from_others_only_and_answers_to_queries() -> None:
     mine = encode_awareness_update([(11, 1, '{"user":"me"}')])
     room.receive("gw-a/1", protocol.awareness_message(mine), 0.0)
     assert react(room, AwarenessQuery(OTHER), OWN) == Reaction(publish_awareness=[("sc1", mine)])
-    assert room.awareness_owners[9] == "sx"  # the relayed id's owner is remembered
+    assert room.awareness.owners[9] == "sx"  # the relayed id's owner is remembered
     assert react(room, AwarenessQuery(OWN), OWN) == Reaction()
 
 

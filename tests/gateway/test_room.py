@@ -15,14 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Awareness, Doc, Text
 
-from services.gateway.room import (
-    MAX_AWARENESS_CLIENTS_PER_MEMBER,
-    MAX_AWARENESS_STATE_BYTES,
-    Effects,
-    Limits,
-    Member,
-    RoomCore,
-)
+from services.gateway.awareness import MAX_AWARENESS_CLIENTS_PER_MEMBER, MAX_AWARENESS_STATE_BYTES
+from services.gateway.room import Effects, Limits, Member, RoomCore
 from services.gateway.ydoc import (
     EMPTY_UPDATE,
     TEMPLATE_CLIENT_ID,
@@ -220,10 +214,10 @@ def test_add_member_includes_the_awareness_snapshot(room: RoomCore) -> None:
 
 
 def test_awareness_snapshot_skips_departed_clients(room: RoomCore) -> None:
-    assert room.awareness_snapshot() is None
+    assert room.awareness.snapshot() is None
     room.apply_remote_awareness(encode_awareness_update([(7, 1, "{}")]))
     room.apply_remote_awareness(encode_awareness_update([(7, 2, "null")]))
-    assert room.awareness_snapshot() is None
+    assert room.awareness.snapshot() is None
     assert _join(room, "m1", "mentor")[1:] == []
 
 
@@ -574,7 +568,7 @@ def test_awareness_is_relayed_published_and_remembered(room: RoomCore) -> None:
     assert effects.publish_awareness == update
     assert (effects.reply, effects.publish_update, effects.close) == ([], None, None)
     ((client, clock, state),) = parse_awareness_update(update)
-    assert room.awareness == {41: (clock, state)}
+    assert room.awareness.states == {41: (clock, state)}
     assert room.members["s1"].awareness_ids == {41}
 
 
@@ -599,12 +593,12 @@ def test_awareness_clock_order(room: RoomCore) -> None:
     _join(room, "s1", "student")
     room.receive("s1", _awareness_frame([(3, 5, '{"v":5}')]), 0)
     room.receive("s1", _awareness_frame([(3, 4, '{"v":4}')]), 0)  # older: ignored
-    assert room.awareness[3] == (5, '{"v":5}')
+    assert room.awareness.states[3] == (5, '{"v":5}')
     room.receive("s1", _awareness_frame([(3, 6, '{"v":6}')]), 0)
-    assert room.awareness[3] == (6, '{"v":6}')
+    assert room.awareness.states[3] == (6, '{"v":6}')
     room.receive("s1", _awareness_frame([(3, 7, "null")]), 0)  # the client said goodbye
-    assert 3 not in room.awareness
-    assert room.awareness_snapshot() is None
+    assert 3 not in room.awareness.states
+    assert room.awareness.snapshot() is None
 
 
 def test_remove_member_retracts_its_awareness(room: RoomCore) -> None:
@@ -617,7 +611,7 @@ def test_remove_member_retracts_its_awareness(room: RoomCore) -> None:
     assert effects.broadcast == [protocol.awareness_message(effects.publish_awareness)]
     gone = sorted(parse_awareness_update(effects.publish_awareness))
     assert gone == [(10, 8, "null"), (11, 3, "null")]  # clock + 1, state null
-    assert set(room.awareness) == {20}
+    assert set(room.awareness.states) == {20}
     assert (effects.reply, effects.publish_update, effects.close) == ([], None, None)
     assert effects.awareness_owner == "sclient-of-s1"
     # The id stays its owner's: someone else may not take it, the same client may.
@@ -644,7 +638,7 @@ def test_awareness_id_moves_to_the_newest_sender(room: RoomCore) -> None:
     room.receive("s1", _awareness_frame([(10, 1, '{"mine":true}')]), 0)
     effects = room.receive("s2", _awareness_frame([(10, 2, '{"mine":2}')]), 0)
     assert effects.close is None
-    assert room.awareness[10] == (2, '{"mine":2}')
+    assert room.awareness.states[10] == (2, '{"mine":2}')
     assert room.members["s2"].awareness_ids == {10}
     assert room.members["s1"].awareness_ids == set()
 
@@ -664,7 +658,7 @@ def test_awareness_state_size_limit(room: RoomCore) -> None:
     over = '"' + "x" * (MAX_AWARENESS_STATE_BYTES - 1) + '"'
     effects = room.receive("s1", _awareness_frame([(1, 2, over)]), 0)
     assert effects == Effects(close=CloseCode.BAD_REQUEST, reason="awareness state too large")
-    assert room.awareness[1][0] == 1
+    assert room.awareness.states[1][0] == 1
 
 
 def test_awareness_state_limit_counts_bytes(room: RoomCore) -> None:
@@ -684,7 +678,7 @@ def test_awareness_state_must_be_json(room: RoomCore, state: str) -> None:
     _join(room, "s1", "student")
     effects = room.receive("s1", _awareness_frame([(1, 1, state)]), 0)
     assert effects == Effects(close=CloseCode.BAD_REQUEST, reason="awareness is not JSON")
-    assert room.awareness == {}
+    assert room.awareness.states == {}
 
 
 @pytest.mark.parametrize("state", ["null", "{}", "[]", "1", '"x"', '{"user":{"name":"Zoë 🎉"}}'])
@@ -702,7 +696,7 @@ def test_too_many_awareness_ids_per_member(room: RoomCore) -> None:
     assert room.receive("s1", _awareness_frame([(1, 2, "{}"), (1, 3, "{}")]), 0).close is None
     effects = room.receive("s1", _awareness_frame([(limit + 1, 1, "{}")]), 0)
     assert effects == Effects(close=CloseCode.BAD_REQUEST, reason="too many awareness ids")
-    assert limit + 1 not in room.awareness
+    assert limit + 1 not in room.awareness.states
 
 
 def test_too_many_awareness_ids_in_one_message(room: RoomCore) -> None:
@@ -710,7 +704,7 @@ def test_too_many_awareness_ids_in_one_message(room: RoomCore) -> None:
     entries = [(c, 1, "{}") for c in range(MAX_AWARENESS_CLIENTS_PER_MEMBER + 1)]
     effects = room.receive("s1", _awareness_frame(entries), 0)
     assert effects.close == CloseCode.BAD_REQUEST
-    assert room.awareness == {}  # nothing remembered from a refused message
+    assert room.awareness.states == {}  # nothing remembered from a refused message
 
 
 def test_auth_from_a_client_is_ignored(room: RoomCore) -> None:
@@ -804,10 +798,10 @@ def test_apply_remote_update_own(room: RoomCore, monkeypatch: pytest.MonkeyPatch
 def test_apply_remote_awareness(room: RoomCore) -> None:
     update = _real_awareness(77, {"user": {"name": "far away"}})
     assert room.apply_remote_awareness(update) == protocol.awareness_message(update)
-    assert 77 in room.awareness
-    gone = encode_awareness_update([(77, room.awareness[77][0] + 1, "null")])
+    assert 77 in room.awareness.states
+    gone = encode_awareness_update([(77, room.awareness.states[77][0] + 1, "null")])
     assert room.apply_remote_awareness(gone) == protocol.awareness_message(gone)
-    assert room.awareness == {}
+    assert room.awareness.states == {}
 
 
 @pytest.mark.parametrize(
@@ -816,7 +810,7 @@ def test_apply_remote_awareness(room: RoomCore) -> None:
 )
 def test_apply_remote_awareness_garbage(room: RoomCore, garbage: bytes) -> None:
     assert room.apply_remote_awareness(garbage) is None
-    assert room.awareness == {}
+    assert room.awareness.states == {}
 
 
 def test_full_update(room: RoomCore) -> None:
@@ -943,13 +937,13 @@ def test_awareness_for_another_members_id_is_refused(room: RoomCore) -> None:
     forged = _awareness_frame([(10, 2, '{"user":{"name":"Ada (forged)"}}')])
     effects = room.receive("s2", forged, 0)
     assert effects == Effects(close=CloseCode.BAD_REQUEST, reason="awareness id of another member")
-    assert room.awareness[10] == (1, '{"user":{"name":"Ada"}}')
+    assert room.awareness.states[10] == (1, '{"user":{"name":"Ada"}}')
     assert room.members["s1"].awareness_ids == {10} and room.members["s2"].awareness_ids == set()
     # A forged removal too; and a forged entry hidden among the sender's own.
     assert room.receive("s2", _awareness_frame([(10, 2, "null")]), 0).close == 4400
     mixed = _awareness_frame([(20, 1, "{}"), (10, 3, "{}")])
     assert room.receive("s2", mixed, 0).close == 4400
-    assert 20 not in room.awareness and room.awareness[10][0] == 1
+    assert 20 not in room.awareness.states and room.awareness.states[10][0] == 1
 
 
 def test_a_stock_clients_timeout_removal_of_a_peer_is_dropped_silently(room: RoomCore) -> None:
@@ -961,7 +955,7 @@ def test_a_stock_clients_timeout_removal_of_a_peer_is_dropped_silently(room: Roo
     effects = room.receive("s2", _awareness_frame([(10, 4, "null"), (20, 1, "{}")]), 0)
     assert effects.close is None
     assert parse_awareness_update(effects.publish_awareness or b"") == [(20, 1, "{}")]
-    assert room.awareness[10] == (4, "{}")
+    assert room.awareness.states[10] == (4, "{}")
 
 
 def test_the_mentors_ids_are_not_a_students_even_with_its_client_id(room: RoomCore) -> None:
@@ -991,7 +985,7 @@ def test_a_client_that_missed_its_own_removal_is_told_so(room: RoomCore) -> None
     room.add_member("old", "tab", "student", 0.0)
     room.receive("old", _awareness_frame([(10, 5, '{"me":1}')]), 0)
     room.remove_member("old")
-    assert room.awareness_clocks[10] == 6
+    assert room.awareness.clocks[10] == 6
     # Back on a new socket with its last clock: not newer, so not relayed...
     room.add_member("new", "tab", "student", 0.0)
     effects = room.receive("new", _awareness_frame([(10, 5, '{"me":1}')]), 0)
@@ -999,7 +993,7 @@ def test_a_client_that_missed_its_own_removal_is_told_so(room: RoomCore) -> None
     # ...but answered with the removal, which makes y-protocols re-announce (clock 7).
     assert [_decode_awareness(f) for f in effects.reply] == [[(10, 6, "null")]]
     again = room.receive("new", _awareness_frame([(10, 7, '{"me":1}')]), 0)
-    assert again.publish_awareness is not None and room.awareness[10] == (7, '{"me":1}')
+    assert again.publish_awareness is not None and room.awareness.states[10] == (7, '{"me":1}')
 
 
 def test_an_echo_of_a_live_state_gets_no_reply(room: RoomCore) -> None:

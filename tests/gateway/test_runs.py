@@ -9,23 +9,21 @@ import orjson
 import pytest
 
 from services.gateway import channel
+from services.gateway.eventrelay import FLOOD, Budget, Incoming, display_name
 from services.gateway.inbound import react
 from services.gateway.room import Limits, RoomCore
 from services.gateway.runs import (
     MAX_RUN_FRAME,
     RUN_BURST,
-    RUN_FLOOD,
     RUNS_KEPT,
-    RunBudget,
     RunRefused,
     decide,
-    display_name,
     parse_run_result,
     recent_runs,
     run_event,
 )
 from shared import protocol
-from shared.protocol import CloseCode
+from shared.protocol import CloseCode, Role
 from shared.ywire import encode_var_bytes
 
 GOOD: dict[str, Any] = {
@@ -47,6 +45,29 @@ def frame_of(body: bytes) -> bytes:
 def frame(**changes: Any) -> bytes:
     message = {**GOOD, **changes}
     return frame_of(orjson.dumps({k: v for k, v in message.items() if v is not ...}))
+
+
+def run(
+    data: bytes,
+    *,
+    role: Role,
+    allowed: bool | None = True,
+    client_id: str = "c",
+    states: list[str] | None = None,
+    event_id: str = "r",
+    at_ms: int = 1,
+) -> Incoming:
+    """A run-result as the shell hands it to ``decide``."""
+    return Incoming(
+        data,
+        role=role,
+        client_id=client_id,
+        awareness_ids=[],
+        awareness_states=states or [],
+        allowed=allowed,
+        event_id=event_id,
+        at_ms=at_ms,
+    )
 
 
 def test_a_valid_result_is_taken_field_by_field() -> None:
@@ -95,15 +116,7 @@ BAD: list[tuple[str, bytes]] = [
 def test_bad_results_are_refused(name: str, data: bytes) -> None:
     with pytest.raises(RunRefused):
         parse_run_result(data)
-    decision = decide(
-        data,
-        role="student",
-        client_id="c1",
-        awareness_states=[],
-        allowed=True,
-        run_id="r1",
-        at_ms=1,
-    )
+    decision = decide(run(data, role="student", client_id="c1", event_id="r1", at_ms=1))
     assert decision.close == CloseCode.BAD_REQUEST and decision.event is None
 
 
@@ -115,13 +128,7 @@ def test_the_lone_surrogate_case_really_holds_one() -> None:
 def test_the_author_comes_from_the_socket_never_the_message() -> None:
     states = ['{"user": {"name": "  Ada\\u0007 ", "color": "#123456"}}']
     decision = decide(
-        frame(),
-        role="student",
-        client_id="client-7",
-        awareness_states=states,
-        allowed=True,
-        run_id="r9",
-        at_ms=1234,
+        run(frame(), role="student", client_id="client-7", states=states, event_id="r9", at_ms=1234)
     )
     assert decision.close is None and decision.event is not None
     event = orjson.loads(decision.event)
@@ -152,26 +159,25 @@ def test_display_name(states: list[str], name: str) -> None:
 
 
 def test_watchers_runs_and_runs_over_budget_are_dropped_and_a_flood_closes() -> None:
-    args: dict[str, Any] = {"client_id": "c", "awareness_states": [], "run_id": "r", "at_ms": 1}
-    watcher = decide(frame(), role="watcher", allowed=True, **args)
+    watcher = decide(run(frame(), role="watcher"))
     assert watcher.event is None and watcher.close is None
-    assert decide(frame(), role="mentor", allowed=True, **args).event is not None
-    over = decide(frame(), role="student", allowed=False, **args)
+    assert decide(run(frame(), role="mentor")).event is not None
+    over = decide(run(frame(), role="student", allowed=False))
     assert over.event is None and over.close is None
-    flood = decide(frame(), role="student", allowed=None, **args)
+    flood = decide(run(frame(), role="student", allowed=None))
     assert flood.close == CloseCode.RATE_LIMITED
     # A bad frame is refused as bad even from a watcher.
-    assert decide(frame(state="x"), role="watcher", allowed=True, **args).close == 4400
+    assert decide(run(frame(state="x"), role="watcher")).close == 4400
 
 
 def test_budget_burst_rate_and_flood() -> None:
-    budget = RunBudget(rate=1.0, burst=RUN_BURST)
-    verdicts = [budget.take("m1", 100.0) for _ in range(RUN_BURST + RUN_FLOOD)]
+    budget = Budget(rate=1.0, burst=RUN_BURST)
+    verdicts = [budget.take("m1", 100.0) for _ in range(RUN_BURST + FLOOD)]
     assert verdicts[:RUN_BURST] == [True] * RUN_BURST
-    assert verdicts[RUN_BURST:-1] == [False] * (RUN_FLOOD - 1)
+    assert verdicts[RUN_BURST:-1] == [False] * (FLOOD - 1)
     assert verdicts[-1] is None
     assert budget.take("m2", 100.0) is True  # members are counted apart
-    fresh = RunBudget(rate=1.0, burst=2)
+    fresh = Budget(rate=1.0, burst=2)
     assert [fresh.take("m", 0.0) for _ in range(3)] == [True, True, False]
     assert fresh.take("m", 0.5) is False  # half a token back: still short
     assert fresh.take("m", 2.6) is False  # refused runs count too (a debt of 1.5)
@@ -181,7 +187,7 @@ def test_budget_burst_rate_and_flood() -> None:
 
 
 def test_budget_forgets_members_when_it_holds_too_many() -> None:
-    budget = RunBudget(rate=1.0, burst=2)
+    budget = Budget(rate=1.0, burst=2)
     budget.MAX_MEMBERS = 10
     for i in range(10):
         budget.take(f"m{i}", 0.0)
