@@ -4,6 +4,12 @@
 
 Environment (all optional):
   SCENARIOS    small wide bigroom idle2000 idle5000 capacity split   (default: all)
+               and, only when named, capacity-wide (bench/capwide.py: every target at
+               growing sizes until p99 > CAPWIDE_P99_MS or a loss; ~1 min per step)
+  CAPWIDE_ROOMS  capacity-wide steps in rooms of 1 + 4 (default "200 400 800 1200")
+  CAPWIDE_PINS   capacity-wide placements (default "0:1 -": servers on core 0, then unpinned)
+  CAPWIDE_P99_MS the p99 a step must stay under (default 50)
+  YWS_ADAPTER  load generator client for coderoom/ywebsocket (default yws; yws-raw is cheap)
   TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four)
   QUICK=1      short windows (smoke run); results get a "-quick" suffix, README untouched
   REPEAT       runs per traffic scenario and target (default 3 with --compare, else 1)
@@ -36,11 +42,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import output
-from bench.machine import busy_pct, describe
+from bench import capwide, output
+from bench.machine import busy_pct, describe, machine_line
 from bench.procs import Procs
 from bench.runner import Runner, capacity, say, split
-from bench.scenarios import ALL, MATRIX, capacity_step, parse_list, scenario
+from bench.scenarios import ALL, MATRIX, OPTIONAL, capacity_step, parse_list, scenario
 from bench.targets import PEER_NAMES, Coderoom, Peer, RedisServer, install_peers
 
 HERE = Path(__file__).resolve().parent
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = os.environ
     quick = env.get("QUICK", "") not in ("", "0")
-    wanted = parse_list(env.get("SCENARIOS"), ALL, ALL)
+    wanted = parse_list(env.get("SCENARIOS"), ALL, ALL + OPTIONAL)
     targets = ["coderoom"]
     if args.compare:
         targets = parse_list(
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     hold = float(env.get("CAP_HOLD", "10" if quick else "20"))
     joins = int(env.get("JOINS", "100"))
     quiet_wait = float(env.get("QUIET_WAIT", "0"))
+    plan = capwide.Plan.from_env(env, quick)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = Path(
         env.get("OUT") or ROOT / "docs" / "bench" / time.strftime("%Y-%m-%d", time.gmtime())
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 blocks = max(
                     [scenario(s).rooms for s in wanted if s in MATRIX]
                     + [capacity_step(n, hold).rooms for n in steps if "capacity" in wanted]
+                    + [max(plan.rooms) for _ in [1] if "capacity-wide" in wanted]
                     + [20]
                 )
                 t_seed = time.monotonic()
@@ -188,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken measurement must not lose the others
                 notes.append(f"coderoom {extra}: {exc}".splitlines()[0])
                 say(f"!! coderoom {extra}: {exc}")
+        if "capacity-wide" in wanted:
+            files = capacity_wide(runner, plan, targets, coderoom, peer_objs, out_dir, machine)
+            say(f"wrote {', '.join(str(f) for f in files)}")
         session = {
             "kind": kind,
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -207,6 +218,49 @@ def main(argv: list[str] | None = None) -> int:
             runner.kill_all()
         procs.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def capacity_wide(
+    runner: Runner,
+    plan: capwide.Plan,
+    targets: list[str],
+    coderoom: Coderoom | None,
+    peers: dict[str, Peer],
+    out_dir: Path,
+    machine: dict[str, Any],
+) -> list[Path]:
+    """bench/capwide.py's steps, each on a freshly started target."""
+
+    def one_step(name: str, pin: str, scen: Any) -> dict[str, Any]:
+        target: Any = coderoom if name == "coderoom" else peers[name]
+        adapter = target.adapter
+        saved_pin = os.environ.pop("PIN", None)
+        if pin != "-":
+            os.environ["PIN"] = pin
+        if adapter == "yws":
+            target.adapter = capwide.RAW_ADAPTER
+        label = f"{name}/{scen.name}@{'pin' + pin if pin != '-' else 'unpinned'}"
+        try:
+            running = target.start()
+            kw: dict[str, Any] = {"tags": {"kind": "capwide", "pin": pin}}
+            if name == "coderoom":
+                kw["rooms_file"] = target.rooms_file
+            result = runner.run(target, running, scen, label, **kw)
+            runner.results.remove(result)  # its own table (capwide.md), not the matrix's
+            return result
+        except Exception as exc:  # the step broke; the next target goes on
+            say(f"!! {label}: {exc}")
+            return {"failed": True, "meta": {"label": label}}
+        finally:
+            target.stop()
+            target.adapter = adapter
+            os.environ.pop("PIN", None)
+            if saved_pin is not None:
+                os.environ["PIN"] = saved_pin
+
+    rows = capwide.run(plan, targets, one_step, say)
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return capwide.write(out_dir, rows, plan, machine_line(machine), date)
 
 
 def finish(session: dict[str, Any], out_dir: Path) -> int:

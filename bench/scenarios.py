@@ -14,6 +14,8 @@ MATRIX = ("small", "wide", "bigroom", "idle2000", "idle5000")
 # traffic when rooms are split across gateways.
 EXTRAS = ("capacity", "split")
 ALL = MATRIX + EXTRAS
+# Only when named (SCENARIOS=capacity-wide): long, every target at growing sizes.
+OPTIONAL = ("capacity-wide",)
 
 
 @dataclass(frozen=True, slots=True)
