@@ -32,10 +32,14 @@ _TEXT = Opcode.TEXT
 
 
 class RoomConnection(ServerConnection):
+    # Slots, not instance attributes: websockets' connection already sets 27 attributes
+    # and CPython keeps at most 30 keys shared between a class's instances (inline
+    # values); one more (``heartbeat`` did it) gives every socket its own attribute dict,
+    # +2.5 KB per connection (docs/bench/README.md, "What was tried").
+    __slots__ = ("backlog", "heartbeat", "listener")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Set here, in this order, for every socket: attributes added later or in
-        # another order cost each socket its own attribute dict (about 2 KB).
         self.listener: Listener | None = None  # set while the handler reads the room
         self.backlog = 0  # messages queued for ``recv`` (or arriving) and not read
         self.heartbeat = False  # the client asked for heartbeat events (?heartbeat=1)
