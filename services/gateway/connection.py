@@ -36,24 +36,27 @@ class RoomConnection(ServerConnection):
     # and CPython keeps at most 30 keys shared between a class's instances (inline
     # values); one more (``heartbeat`` did it) gives every socket its own attribute dict,
     # +2.5 KB per connection (docs/bench/README.md, "What was tried").
-    __slots__ = ("backlog", "heartbeat", "listener")
+    __slots__ = ("backlog", "heartbeat", "listener", "heard")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.listener: Listener | None = None  # set while the handler reads the room
         self.backlog = 0  # messages queued for ``recv`` (or arriving) and not read
         self.heartbeat = False  # the client asked for heartbeat events (?heartbeat=1)
+        self.heard = False  # a message came since the keepalive's last visit (no ping needed)
 
     def process_event(self, event: Event) -> None:
         if type(event) is Frame:
             opcode = event.opcode
             if opcode is _BINARY and event.fin and not self.backlog:
+                self.heard = True
                 listener = self.listener
                 if listener is not None:
                     data = event.data
                     listener.message(data if type(data) is bytes else bytes(data))
                     return
             if opcode is _BINARY or opcode is _TEXT:
+                self.heard = True
                 self.backlog += 1  # a message starts (whole, or its first fragment)
                 super().process_event(event)
                 if self.listener is not None:

@@ -93,3 +93,32 @@ async def test_heartbeat_events_only_for_clients_that_ask(hblocks: Blocks, hgw: 
     assert "heartbeat" not in got_no, got_no
     asking.abort()
     stock.abort()
+
+
+async def test_a_socket_that_speaks_is_not_pinged_a_silent_one_is(
+    hblocks: Blocks, hgw: list[str]
+) -> None:
+    """A message is proof of life: a typing student's socket needs no ping (the pings and
+    pongs were a tenth of a busy gateway's syscalls); a quiet one is still pinged."""
+    block = hblocks.new()
+    talker = await raw_join(hgw[0], block.id, "?client=ka-talker")
+    quiet = await raw_join(hgw[0], block.id, "?client=ka-quiet")
+    step1 = frame(bytes([0, 0, 1, 0]))  # sync step 1, empty state vector: harmless
+    until = time.monotonic() + scaled(2 * KEEPALIVE + 0.5)
+
+    async def talk() -> list[float]:
+        pings: list[float] = []
+        reading = asyncio.create_task(_answer_pings(talker, pings, until))
+        while time.monotonic() < until:
+            talker.send_nowait(step1)
+            await asyncio.sleep(KEEPALIVE / 6)
+        await reading
+        return pings
+
+    quiet_pings: list[float] = []
+    talker_pings, code = await asyncio.gather(talk(), _answer_pings(quiet, quiet_pings, until))
+    assert code is None
+    assert quiet_pings, "the quiet socket is pinged"
+    assert talker_pings == [], "the socket that keeps speaking is not"
+    talker.abort()
+    quiet.abort()
