@@ -224,12 +224,6 @@ def test_an_update_the_gateway_refuses_anyway_is_dropped_not_resent(
     assert "line 1999" not in mentor.text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug since the branches were merged (2026-11-30): at ~280 keystrokes/s "
-    "the student's editor keeps every other character and nothing reaches the mentor; "
-    "normal typing is unaffected (see the closing note)",
-)
 def test_fast_typing_is_paced_below_the_gateways_rate_limit(
     people: People, new_block: Callable[..., dict[str, Any]]
 ) -> None:

@@ -2,7 +2,7 @@
 // Text is only ever put in the page as text nodes; only http(s) links become links.
 // A hint is anchored to its line with a Yjs relative position, so it stays on that line
 // while students edit around it; it shows in the editor's gutter and in the panel.
-import { RangeSet, StateEffect, StateField, type Extension } from "@codemirror/state";
+import { RangeSet, StateEffect, StateField, type Extension, type Text } from "@codemirror/state";
 import { EditorView, gutter, GutterMarker } from "@codemirror/view";
 import { fromBase64, toBase64 } from "lib0/buffer";
 import * as Y from "yjs";
@@ -184,20 +184,22 @@ class HintMarker extends GutterMarker {
   }
 }
 
-const setHintLines = StateEffect.define<{ line: number; label: string }[]>();
+const setHintMarkers = StateEffect.define<RangeSet<GutterMarker>>();
 
+/** The gutter's markers for hints on these lines (1-based; lines past the end are left out). */
+export function hintMarkerSet(doc: Text, lines: { line: number; label: string }[]): RangeSet<GutterMarker> {
+  const ranges = lines
+    .filter((x) => x.line >= 1 && x.line <= doc.lines)
+    .sort((a, b) => a.line - b.line)
+    .map((x) => new HintMarker(x.label).range(doc.line(x.line).from));
+  return RangeSet.of(ranges, true);
+}
+
+// Between two renders (ChatPanel.renderHints) the markers move with the edits.
 const hintMarkers = StateField.define<RangeSet<GutterMarker>>({
   create: () => RangeSet.empty,
   update(markers, tr) {
-    for (const effect of tr.effects) {
-      if (!effect.is(setHintLines)) continue;
-      const doc = tr.state.doc;
-      const ranges = effect.value
-        .filter((x) => x.line >= 1 && x.line <= doc.lines)
-        .sort((a, b) => a.line - b.line)
-        .map((x) => new HintMarker(x.label).range(doc.line(x.line).from));
-      return RangeSet.of(ranges, true);
-    }
+    for (const effect of tr.effects) if (effect.is(setHintMarkers)) return effect.value;
     return markers.map(tr.changes);
   },
 });
@@ -229,6 +231,7 @@ export class ChatPanel {
   private stamp = Date.now();
   private following = false;
   private observed: Y.Text | null = null;
+  private renderTimer: ReturnType<typeof setTimeout> | undefined;
 
   private readonly log = h("ol", { class: "chat-log", id: "chat-log", "aria-label": "Chat messages" });
   private readonly logBox = h("div", { class: "chat-log-box", role: "log", "aria-live": "polite", "aria-label": "Chat" }, this.log);
@@ -345,9 +348,24 @@ export class ChatPanel {
     const ytext = this.opts.doc().getText("code");
     if (this.observed !== ytext) {
       this.observed = ytext;
-      ytext.observe(() => queueMicrotask(() => this.renderHints()));
+      ytext.observe(() => this.renderHintsSoon());
     }
     this.renderHints();
+  }
+
+  // An edit gets here from inside an editor update (our own, through y-codemirror) or a
+  // Yjs update (someone else's). The hints are rendered again in a task of their own,
+  // never in a microtask: typed text is in the editor's DOM before CodeMirror reads it
+  // (its MutationObserver runs as a microtask), and a transaction dispatched in between
+  // makes CodeMirror drop that input (EditorView.update clears the observer's pending
+  // records). Keystrokes coming faster than tasks (several in one task) lost every other
+  // character that way. One render for a burst of edits.
+  private renderHintsSoon(): void {
+    if (this.renderTimer !== undefined) return;
+    this.renderTimer = setTimeout(() => {
+      this.renderTimer = undefined;
+      this.renderHints();
+    }, 0);
   }
 
   private addMessages(list: ChatMessage[]): void {
@@ -398,7 +416,11 @@ export class ChatPanel {
       return { item, line, label: `${hint.name}: ${hint.text}` };
     });
     this.hintList.replaceChildren(...items.map((x) => x.item));
-    view.dispatch({ effects: setHintLines.of(items.map(({ line, label }) => ({ line, label }))) });
+    // The markers usually moved with the edit already: the editor is told only when
+    // a hint's line is not the one the anchor gives (or hints came and went).
+    const markers = hintMarkerSet(view.state.doc, items);
+    const shown = view.state.field(hintMarkers, false);
+    if (shown && !RangeSet.eq([shown], [markers])) view.dispatch({ effects: setHintMarkers.of(markers) });
   }
 
   private goTo(hint: Hint): void {

@@ -1,13 +1,13 @@
 // The replay page (/admin/replay/<session id>): a closed session, keystroke by keystroke.
-// Downloads the replay once, precomputes checkpoints (timeline.ts), then plays, pauses,
-// changes speed and scrubs; every character is coloured by the author who typed it.
+// Downloads the replay once, indexes every character the room ever had (timeline.ts),
+// then plays, pauses, changes speed and scrubs; every character is coloured by the author
+// who typed it.
 import { RangeSetBuilder, StateEffect, StateField, EditorState } from "@codemirror/state";
 import { Decoration, type DecorationSet, EditorView, lineNumbers } from "@codemirror/view";
 
 import { adminFetch, AdminError, adminToken } from "./adminapi";
 import { h, mount } from "./dom";
-import { languageExtension } from "./editor";
-import { type Author, parseSteps, type Step, Timeline } from "./timeline";
+import { type Author, parseSteps, type Step, textChange, Timeline } from "./timeline";
 
 const SPEEDS = [1, 2, 4, 8, 16];
 const PALETTE = 8; // author colours (CSS classes author-0 .. author-7)
@@ -167,7 +167,8 @@ function show(data: ReplayData, started: number): void {
       doc: "",
       extensions: [
         lineNumbers(),
-        languageExtension("javascript"),
+        // No language: the text is coloured by author, not by syntax, and a parser would
+        // re-parse at every seek for nothing.
         marks,
         EditorState.readOnly.of(true),
         EditorView.editable.of(false),
@@ -193,8 +194,10 @@ function show(data: ReplayData, started: number): void {
           builder.add(run.from, run.to, Decoration.mark({ class: `author-${run.author % PALETTE}`, attributes: { "data-author": String(run.author) } }));
         }
       }
+      // Only what differs from the text shown, so that CodeMirror redraws the changed
+      // lines rather than the whole document.
       view.dispatch({
-        changes: { from: 0, to: view.state.doc.length, insert: text },
+        changes: textChange(view.state.doc.toString(), text),
         effects: setMarks.of(builder.finish()),
       });
       editorHost.dataset.index = String(shownIndex);
