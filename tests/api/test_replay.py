@@ -86,6 +86,11 @@ async def test_replay_is_served_to_admins_only(
     assert replay["authors"] == [{"id": "abc", "role": "student", "name": "Ada"}]
     assert [s[1] for s in replay["steps"]] == ["o", "j", "u", "s"]
     assert [s[0] for s in replay["steps"]] == [0, 5, 900, 950]
+    # Compressed for clients that accept it (httpx asks for gzip and decodes it).
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["vary"] == "Accept-Encoding"
+    plain = await api_client.get(url, headers={**admin_headers, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == replay
 
     sessions = await api_client.get(
         f"/api/code-blocks/{block['id']}/sessions", headers=admin_headers

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import re
-from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -20,11 +21,12 @@ from shared.replay import decode_replay
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class _OrjsonResponse(Response):
-    media_type = "application/json"
+GZIP_LEVEL = 6  # a 30-minute class: 1.2 MB of JSON -> about a tenth, in ~30 ms
 
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+
+def _accepts_gzip(request: Request) -> bool:
+    accepted = request.headers.get("accept-encoding", "")
+    return any(part.split(";")[0].strip() == "gzip" for part in accepted.split(","))
 
 
 async def get_replay(request: Request) -> Response:
@@ -47,16 +49,20 @@ async def get_replay(request: Request) -> Response:
     except ValueError:
         raise ApiError(404, "this session's replay cannot be read", code="no_replay") from None
     session = room_session_json(RoomSession.model_validate(raw))
-    return _OrjsonResponse(
+    body = orjson.dumps(
         {
             "session": session,
             "authors": replay.get("authors", []),
             "clients": replay.get("clients", {}),
             "steps": replay.get("steps", []),
             "bound": replay.get("bound", {}),
-        },
-        headers={"Cache-Control": "no-store"},
+        }
     )
+    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    if _accepts_gzip(request):  # every browser does: the page loads a tenth of the bytes
+        body = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="application/json", headers=headers)
 
 
 routes = [
