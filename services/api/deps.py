@@ -16,6 +16,7 @@ from starlette.requests import Request
 from services.api.block_cache import BlockCache
 from shared.db import MongoGate, op_timeout
 from shared.keys import Keys
+from shared.redisconn import redis_client
 from shared.settings import Settings
 
 
@@ -47,8 +48,8 @@ class Deps:
 def make_redis(settings: Settings) -> Redis:
     # One retry only: enough to survive a connection the server dropped while idle,
     # not enough to multiply the timeout when Redis is down.
-    return Redis.from_url(
-        settings.redis_url,
+    return redis_client(
+        settings,
         decode_responses=True,
         socket_connect_timeout=redis_timeout(settings),
         socket_timeout=redis_timeout(settings),

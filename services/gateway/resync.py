@@ -66,8 +66,12 @@ class Resync:
 
     async def resync_all(self) -> None:
         """After the pub/sub connection came back: re-register and catch up every room."""
+        await self.resync_rooms(None)
+
+    async def resync_rooms(self, block_ids: set[str] | None) -> None:
+        """The same for the rooms whose subscription was interrupted (None: every room)."""
         for block_id, handle, core in self._registry.live():
-            if handle.closed:  # while an earlier room was resynced
+            if handle.closed or (block_ids is not None and block_id not in block_ids):
                 continue
             try:
                 await self._resync(block_id, handle, core)

@@ -105,6 +105,12 @@ class RoomStore:
         """SHA1 of the PUBLISH script (the outbox pipelines it with EVALSHA)."""
         return str(self._publish.sha)
 
+    @property
+    def publish_script(self) -> str:
+        """The PUBLISH script's text as registered (sharded on a cluster: SPUBLISH)."""
+        script = self._publish.script
+        return script.decode() if isinstance(script, bytes) else str(script)
+
     def _k(self, block_id: str) -> list[str]:
         return self.keys.room(block_id).as_list()
 

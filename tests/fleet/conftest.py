@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -44,15 +44,40 @@ class Blocks:
         return self.api.get(path, headers={"Authorization": f"Bearer {Fleet.ADMIN_TOKEN}"})
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use ``engine`` (``room_fleet`` does) run once per Redis engine their
+    module lists in ``ENGINES`` (default: a single Redis): the same tests, on a single
+    ``redis-server`` and on a 3-primary Redis Cluster (docs/cluster.md)."""
+    if "engine" in metafunc.fixturenames:
+        engines = getattr(metafunc.module, "ENGINES", ("single",))
+        metafunc.parametrize("engine", engines, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest) -> str:
+    """``single`` (one redis-server) or ``cluster`` (the session's Redis Cluster)."""
+    return str(getattr(request, "param", "single"))
+
+
+def engine_redis(request: pytest.FixtureRequest, engine: str) -> RedisServer:
+    """The session's shared Redis for an engine (a cluster quacks like a RedisServer)."""
+    name = "redis_cluster" if engine == "cluster" else "redis_server"
+    return cast(RedisServer, request.getfixturevalue(name))
+
+
 @pytest.fixture(scope="module")
 def room_fleet(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, mongo: EmbeddedMongo
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    engine: str,
+    mongo: EmbeddedMongo,
 ) -> Iterator[Fleet]:
-    """Two gateways + api on the shared Redis and MongoDB, with a short mentor grace."""
+    """Two gateways + api on the shared Redis (or cluster) and MongoDB, with a short
+    mentor grace."""
     fleet = Fleet(
         tmp_path_factory.mktemp("fleet"),
         gateways=2,
-        redis=redis_server,
+        redis=engine_redis(request, engine),
         mongo=mongo,
         env={
             "MENTOR_GRACE_SECONDS": GRACE,

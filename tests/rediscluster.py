@@ -1,0 +1,135 @@
+"""A real Redis Cluster for tests: 3 primaries + 3 replicas of ``redis-server``.
+
+`RedisClusterServers(tmp_dir)` starts six cluster-enabled nodes on free ports (argv from
+``services.devcluster``, as ``coderoom run --redis-cluster`` uses), joins them with
+``redis-cli --cluster create`` and waits for ``cluster_state:ok``. It quacks like
+`RedisServer` where a `Fleet` needs it: ``.url``, ``.start()``, ``.stop()``, and
+``.extra_env`` (REDIS_CLUSTER, REDIS_CLUSTER_NODES) which `Fleet` adds to its services'
+environment. ``.nodes`` are the processes (`ManagedProcess`), ``.client()`` a sync
+``redis.RedisCluster``, ``.node_client(port)`` one node's plain client,
+``.primary_of(key)`` the port of the primary owning a key's slot.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+from typing import Any, Self
+
+from services import devcluster
+from tests.infra import LOCALHOST, ManagedProcess, scaled, tool_missing, wait_until
+
+
+class ClusterNode(ManagedProcess):
+    name = "redis-node"
+
+    def __init__(self, tmp_dir: Path, port: int, node_timeout_ms: int) -> None:
+        super().__init__(tmp_dir / f"node-{port}.log")
+        self.tmp_dir = tmp_dir
+        self.port = port
+        self.node_timeout_ms = node_timeout_ms
+
+    def start(self) -> Self:
+        self._spawn(
+            devcluster.node_argv(self.port, self.tmp_dir / str(self.port), self.node_timeout_ms)
+        )
+        return self
+
+
+class RedisClusterServers:
+    def __init__(self, tmp_dir: Path, node_timeout_ms: int = 1000) -> None:
+        if why := devcluster.tools_missing():
+            tool_missing(why)
+        self.tmp_dir = tmp_dir
+        # Spread start points: parallel sessions (xdist workers) rarely collide.
+        self.ports = devcluster.node_ports(first=random.randrange(20000, 45000))
+        self.nodes = [ClusterNode(tmp_dir, p, node_timeout_ms) for p in self.ports]
+
+    @property
+    def url(self) -> str:
+        return devcluster.url(self.ports)
+
+    @property
+    def extra_env(self) -> dict[str, str]:
+        return devcluster.env(self.ports)
+
+    def start(self, timeout: float = 30.0) -> Self:
+        try:
+            for node in self.nodes:
+                node.start()
+            wait_until(lambda: all(self._pings(p) for p in self.ports), 10, message="nodes up")
+            subprocess.run(
+                devcluster.create_argv(self.ports),
+                check=True,
+                capture_output=True,
+                timeout=scaled(timeout),
+            )
+            devcluster.wait_ok(self.ports, scaled(timeout))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _pings(port: int) -> bool:
+        import redis
+
+        try:
+            with redis.Redis(host=LOCALHOST, port=port, socket_timeout=0.5) as client:
+                return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def node_client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(host=LOCALHOST, port=port, decode_responses=True, socket_timeout=5)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.RedisCluster(host=LOCALHOST, port=self.ports[0], decode_responses=True)
+
+    def primaries(self) -> list[int]:
+        """Ports of the current primaries (asked of any live node)."""
+        for port in self.ports:
+            try:
+                with self.node_client(port) as client:
+                    shards = client.execute_command("CLUSTER SHARDS")
+            except Exception:  # noqa: BLE001 - a dead node: ask the next
+                continue
+            out = []
+            for shard in shards:
+                for node in shard["nodes"]:
+                    if node["role"] == "master" and node["health"] == "online":
+                        out.append(int(node["port"]))
+            return sorted(out)
+        raise RuntimeError("no cluster node answers")
+
+    def primary_of(self, key: str) -> int:
+        from shared.redisconn import slot_of
+
+        slot = slot_of(key)
+        for port in self.ports:
+            try:
+                with self.node_client(port) as client:
+                    for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                        if start <= slot <= end:
+                            return int(primary[1])
+            except Exception:  # noqa: BLE001
+                continue
+        raise RuntimeError(f"nobody owns slot {slot}")
+
+    def node(self, port: int) -> ClusterNode:
+        return next(n for n in self.nodes if n.port == port)
