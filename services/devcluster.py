@@ -119,7 +119,7 @@ def wait_ok(ports: list[int], timeout: float) -> None:
 
     async def poll() -> None:
         async with asyncio.timeout(timeout):
-            while not await cluster_ok(ports):
+            while not await cluster_ok(ports):  # noqa: ASYNC110 - polling another process
                 await asyncio.sleep(0.1)
 
     asyncio.run(poll())
