@@ -133,3 +133,35 @@ class RedisClusterServers:
 
     def node(self, port: int) -> ClusterNode:
         return next(n for n in self.nodes if n.port == port)
+
+
+def node_id(client: Any) -> str:
+    return str(client.execute_command("CLUSTER MYID"))
+
+
+def move_slot(cluster: RedisClusterServers, slot: int, target: int, between: Any = None) -> int:
+    """Migrate ``slot`` to the primary on port ``target`` the way ``redis-cli --cluster
+    reshard`` does (SETSLOT IMPORTING/MIGRATING, MIGRATE the keys, SETSLOT NODE
+    everywhere); ``between()`` runs while the slot is half-migrated. The source port."""
+    from shared.redisconn import slot_of  # noqa: F401 - callers compute slots with it
+
+    source = None
+    for port in cluster.primaries():
+        with cluster.node_client(port) as client:
+            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    source = int(primary[1])
+        break
+    assert source is not None and source != target, (source, target)
+    with cluster.node_client(source) as src, cluster.node_client(target) as dst:
+        src_id, dst_id = node_id(src), node_id(dst)
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        if between is not None:
+            between()
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", LOCALHOST, target, "", 0, 5000, "KEYS", *keys)
+        for port in cluster.primaries():
+            with cluster.node_client(port) as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+    return source
