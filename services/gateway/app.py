@@ -162,8 +162,9 @@ class Gateway:
             keys.relay_hello,
             subscriptions,
             follower.on_message,
-            lambda channels: resync.resync_rooms(
-                {b for c in channels if (b := keys.room_from_channel(c)) is not None}
+            lambda lost, suspect: resync.resync_rooms(
+                {b for c in lost if (b := keys.room_from_channel(c)) is not None},
+                frozenset(b for c in suspect if (b := keys.room_from_channel(c)) is not None),
             ),
             connect_timeout=timeout,
         )

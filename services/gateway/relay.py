@@ -87,7 +87,7 @@ class Relay:
         hello_channel: str,
         subscriptions: Subscriptions,
         on_message: Handler,
-        on_reconnect: Callable[[set[str]], Coroutine[Any, Any, None]],
+        on_reconnect: Callable[[set[str], set[str]], Coroutine[Any, Any, None]],
         connect_timeout: float = 2.0,
     ) -> None:
         self._endpoint = endpoint
@@ -103,6 +103,8 @@ class Relay:
         self._conns: dict[Node, _Subscriber] = {}
         self._where: dict[str, Node] = {}  # channel -> node it is subscribed on
         self._lost: set[str] = set()  # channels whose subscription was interrupted
+        self._dead: dict[str, Node] = {}  # ... by the loss of this node's connection
+        self._suspect: set[str] = set()  # ... and now owned by another node (failover)
         self._wake = asyncio.Event()
         self._refresh = True
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +188,7 @@ class Relay:
         for channel, where in list(self._where.items()):
             if where == node:
                 self._interrupted(channel)
+                self._dead[channel] = node
         self._refresh = True
         self.healthy = False
         self._wake.set()
@@ -211,11 +214,17 @@ class Relay:
             failures = 0
             first = False
             self.healthy = True
-            lost, self._lost = self._lost, set()
-            if lost - {self._hello}:
-                log.warning("pub/sub resubscribed; resyncing %d rooms", len(lost))
+            lost, self._lost = self._lost - {self._hello}, set()
+            suspect, self._suspect = self._suspect & lost, set()
+            self._dead.clear()
+            if lost:
+                log.warning(
+                    "pub/sub resubscribed; resyncing %d rooms (%d failed over)",
+                    len(lost),
+                    len(suspect),
+                )
                 self.resubscribed += len(lost)
-                self._resync = asyncio.create_task(self._on_reconnect(lost - {self._hello}))
+                self._resync = asyncio.create_task(self._on_reconnect(lost, suspect))
             await self._wake.wait()
 
     async def _reconcile(self) -> None:
@@ -238,6 +247,8 @@ class Relay:
                     continue
                 if (sub := self._conns.get(old)) is not None:
                     sub.send(encode_command(self._names.unsubscribe, channel))
+            if channel in self._dead and self._dead[channel] != node:
+                self._suspect.add(channel)  # its primary died; a replica took over
             self._where[channel] = node
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._conns[node].send(encode_command(self._names.subscribe, channel), done.set_result)

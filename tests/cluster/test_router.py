@@ -119,7 +119,8 @@ async def test_the_subscriber_follows_a_channel_whose_slot_moves(
     messages: list[tuple[str, bytes]] = []
     resubscribed: list[set[str]] = []
 
-    async def on_reconnect(channels: set[str]) -> None:
+    async def on_reconnect(channels: set[str], suspect: set[str]) -> None:
+        assert not suspect
         resubscribed.append(channels)
 
     subscriptions = Subscriptions()

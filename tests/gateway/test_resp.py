@@ -246,7 +246,8 @@ async def test_relay_subscribes_under_the_prefix_and_resubscribes_after_a_kill(
     messages: list[tuple[str, bytes]] = []
     reconnects = asyncio.Event()
 
-    async def on_reconnect(channels: set[str]) -> None:
+    async def on_reconnect(channels: set[str], suspect: set[str]) -> None:
+        assert not suspect
         assert channels == {channel}
         reconnects.set()
 
