@@ -173,6 +173,18 @@ def redis_client(settings: Settings, wait: float | None = None, **options: Any) 
     return cast(Redis, client)
 
 
+async def ping(client: Redis) -> None:
+    """Readiness: the server answers; on a cluster, it also covers every slot (raises)."""
+    either: Any = client  # typed Redis (see redis_client); a RedisCluster on a cluster
+    if not isinstance(either, RedisCluster):
+        await client.ping()
+        return
+    info = await either.cluster_info()
+    state = info.get("cluster_state") if isinstance(info, dict) else None
+    if state not in ("ok", b"ok"):
+        raise ClusterUnavailable(f"redis cluster state is {state!r}, not ok")
+
+
 # --- the gateway's hot path ---------------------------------------------------------------
 
 

@@ -117,6 +117,15 @@ class RedisClusterServers:
             return sorted(out)
         raise RuntimeError("no cluster node answers")
 
+    def replicas_of(self, primary: int) -> list[int]:
+        """Ports of a primary's replicas."""
+        with self.node_client(primary) as client:
+            for shard in client.execute_command("CLUSTER SHARDS"):
+                ports = {int(n["port"]): n["role"] for n in shard["nodes"]}
+                if ports.get(primary) == "master":
+                    return [p for p, role in ports.items() if role != "master"]
+        return []
+
     def primary_of(self, key: str) -> int:
         from shared.redisconn import slot_of
 

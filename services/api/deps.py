@@ -16,7 +16,7 @@ from starlette.requests import Request
 from services.api.block_cache import BlockCache
 from shared.db import MongoGate, op_timeout
 from shared.keys import Keys
-from shared.redisconn import redis_client
+from shared.redisconn import ping, redis_client
 from shared.settings import Settings
 
 
@@ -42,7 +42,7 @@ class Deps:
 
     async def redis_ping(self) -> None:
         async with asyncio.timeout(redis_timeout(self.settings)):
-            await self.redis.ping()
+            await ping(self.redis)
 
 
 def make_redis(settings: Settings) -> Redis:

@@ -104,8 +104,9 @@ def unique_client() -> str:
     return "c" + uuid.uuid4().hex[:10]
 
 
-def own_fleet(tmp: Path, gateways: int = 2, **env: Any) -> Fleet:
-    """A fleet with its own Redis and MongoDB (for tests that kill or restart them)."""
+def own_fleet(tmp: Path, gateways: int = 2, redis: RedisServer | None = None, **env: Any) -> Fleet:
+    """A fleet with its own Redis (unless ``redis`` is given) and MongoDB (for tests that
+    kill or restart them)."""
     settings = {"MENTOR_GRACE_SECONDS": GRACE, "HEARTBEAT_INTERVAL_SECONDS": 0.5}
     settings.update(env)
-    return Fleet(tmp, gateways=gateways, env=settings)
+    return Fleet(tmp, gateways=gateways, env=settings, redis=redis)
