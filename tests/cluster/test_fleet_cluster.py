@@ -93,7 +93,9 @@ async def test_rooms_spread_over_every_primary_and_each_room_stays_on_its_shard(
         # Every shard carried its own rooms' messages; nothing used unsharded PUBLISH.
         assert all(after[p] > before[p] for p in primaries)
         assert all(command_calls(redis_cluster, p, "publish") == 0 for p in redis_cluster.ports)
-        lobby = httpx.get(fleet.api.url + "/api/rooms", timeout=scaled(5)).json()  # type: ignore[union-attr]
+        assert fleet.api is not None
+        async with httpx.AsyncClient(timeout=scaled(5)) as http:
+            lobby = (await http.get(fleet.api.url + "/api/rooms")).json()
         mine = {
             r["blockId"]: r
             for r in lobby["rooms"]
