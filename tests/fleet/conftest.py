@@ -104,9 +104,11 @@ def unique_client() -> str:
     return "c" + uuid.uuid4().hex[:10]
 
 
-def own_fleet(tmp: Path, gateways: int = 2, redis: RedisServer | None = None, **env: Any) -> Fleet:
-    """A fleet with its own Redis (unless ``redis`` is given) and MongoDB (for tests that
-    kill or restart them)."""
-    settings = {"MENTOR_GRACE_SECONDS": GRACE, "HEARTBEAT_INTERVAL_SECONDS": 0.5}
-    settings.update(env)
-    return Fleet(tmp, gateways=gateways, env=settings, redis=redis)
+def own_fleet(tmp: Path, gateways: int = 2, **env: Any) -> Fleet:
+    """A fleet with its own Redis and MongoDB (for tests that kill or restart them)."""
+    return Fleet(tmp, gateways=gateways, env=fleet_env(env))
+
+
+def fleet_env(env: dict[str, Any]) -> dict[str, Any]:
+    """`own_fleet`'s settings: a short mentor grace and heartbeat, then ``env``."""
+    return {"MENTOR_GRACE_SECONDS": GRACE, "HEARTBEAT_INTERVAL_SECONDS": 0.5, **env}

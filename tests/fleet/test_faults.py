@@ -14,7 +14,7 @@ import redis
 
 from shared.protocol import CloseCode
 from tests.fleet.classroom import Classroom
-from tests.fleet.conftest import Blocks, engine_redis, own_fleet
+from tests.fleet.conftest import Blocks, engine_redis, fleet_env, own_fleet
 from tests.infra import Fleet, scaled, scrape
 from tests.yclient import RoomClient, close_all, join, wait_for
 
@@ -39,7 +39,7 @@ ENGINES = ("single", "cluster")
 @pytest.fixture
 def fleet3(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -> Iterator[Fleet]:
     redis = engine_redis(request, engine) if engine == "cluster" else None
-    with own_fleet(tmp_path, gateways=3, redis=redis, **FAULT_ENV) as fleet:
+    with Fleet(tmp_path, gateways=3, env=fleet_env(FAULT_ENV), redis=redis) as fleet:
         yield fleet
 
 
