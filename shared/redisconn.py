@@ -166,7 +166,6 @@ def redis_client(settings: Settings, wait: float | None = None, **options: Any) 
         settings.redis_url,
         startup_nodes=extra or None,
         require_full_coverage=True,
-        cluster_error_retry_attempts=3,
         **options,
     )
     # RedisCluster answers every command coderoom sends the way Redis does.
