@@ -320,10 +320,10 @@ def test_prod_cluster_points_every_service_at_a_redis_cluster() -> None:
     config = next(r for r in resources if r["kind"] == "ConfigMap")
     assert config["data"]["REDIS_CLUSTER"] == "true"
     assert config["data"]["REDIS_CLUSTER_NODES"]
-    settings = Settings(
+    settings = load_settings(
         redis_url="rediss://:pw@seed.example.net:6380/0",
-        redis_cluster=config["data"]["REDIS_CLUSTER"],  # type: ignore[arg-type]
-        redis_cluster_nodes=config["data"]["REDIS_CLUSTER_NODES"],  # type: ignore[arg-type]
+        redis_cluster=config["data"]["REDIS_CLUSTER"],
+        redis_cluster_nodes=config["data"]["REDIS_CLUSTER_NODES"],
     )
     assert settings.redis_cluster and len(settings.redis_cluster_nodes) == 2
     for kind in ("Deployment", "Job"):
