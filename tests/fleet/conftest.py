@@ -87,6 +87,8 @@ def room_fleet(
     )
     with fleet:
         yield fleet
+        if engine == "cluster":
+            assert_single_slot(fleet)
 
 
 @pytest.fixture
@@ -98,6 +100,18 @@ def blocks(room_fleet: Fleet) -> Blocks:
 def gw(room_fleet: Fleet) -> list[str]:
     """Room-socket base URLs of the fleet's gateways."""
     return [g.ws_url + "/ws/rooms" for g in room_fleet.gateways]
+
+
+CROSS_SLOT = ("CROSSSLOT", "same slot", "RedisClusterException", "MOVED", "ASK ")
+
+
+def assert_single_slot(fleet: Fleet) -> None:
+    """No service of a fleet on a cluster ever sent a cross-slot command, nor saw a
+    redirection it did not follow (they would be logged as errors)."""
+    for service in fleet.services:
+        text = service.log_text()
+        found = [word for word in CROSS_SLOT if word in text]
+        assert not found, f"{service.name}: {found} in {service.log_path}"
 
 
 def unique_client() -> str:

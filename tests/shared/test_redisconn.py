@@ -1,0 +1,62 @@
+"""shared/redisconn.py and the cluster settings: pure parts (no server)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.gateway import archive_queue, chat, runs, scripts
+from shared.redisconn import PLAIN, SHARDED, SlotMap, hot_path, seeds, sharded_script, url_at
+from shared.settings import load_settings
+
+ROOM_SCRIPTS = {
+    **{n: getattr(scripts, n) for n in dir(scripts) if n.isupper() and not n.startswith("_")},
+    "CHAT_SCRIPT": chat.CHAT_SCRIPT,
+    "RUN": runs.RUN,
+    "ENQUEUE": archive_queue.ENQUEUE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROOM_SCRIPTS))
+def test_every_publish_of_every_script_becomes_sharded_on_a_cluster(name: str) -> None:
+    text = ROOM_SCRIPTS[name]
+    sharded = sharded_script(text)
+    assert "PUBLISH" not in sharded.replace("SPUBLISH", ""), name
+    assert sharded.count("SPUBLISH") == text.count("PUBLISH")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"redis_cluster_nodes": "a:1"}, "REDIS_CLUSTER_NODES is set but REDIS_CLUSTER is not"),
+        ({"redis_cluster": True, "redis_url": "unix:///tmp/r.sock"}, "not unix://"),
+        ({"redis_cluster": True, "redis_url": "redis://h:1/2"}, "only db 0"),
+        ({"redis_cluster": True, "redis_cluster_nodes": "nohost"}, "is not host:port"),
+        ({"redis_cluster": True, "redis_cluster_nodes": "h:99999"}, "is not host:port"),
+    ],
+)
+def test_wrong_combinations_are_refused_naming_the_variable(
+    env: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        load_settings(**env)
+
+
+def test_seeds_keep_scheme_and_credentials() -> None:
+    settings = load_settings(
+        redis_url="rediss://user:pw@seed:6380/0?ssl_cert_reqs=none",
+        redis_cluster=True,
+        redis_cluster_nodes="b:7000, [::1]:7001",
+    )
+    assert seeds(settings) == [("seed", 6380), ("b", 7000), ("::1", 7001)]
+    assert url_at(settings.redis_url, "b", 7000) == "rediss://user:pw@b:7000/0?ssl_cert_reqs=none"
+    assert url_at(settings.redis_url, "::1", 1) == "rediss://user:pw@[::1]:1/0?ssl_cert_reqs=none"
+
+
+async def test_one_server_is_one_shard_with_every_slot() -> None:
+    hot = hot_path(load_settings())
+    assert hot.pubsub == PLAIN
+    slot_map = await hot.load_map()
+    assert slot_map == SlotMap.single() and slot_map.uncovered == 0
+    assert slot_map.owner_of("anything") is None  # the server REDIS_URL names
+    assert hot_path(load_settings(redis_cluster=True)).pubsub == SHARDED
