@@ -45,12 +45,17 @@ def node_ports(count: int = NODES, first: int = 30000) -> list[int]:
     return ports
 
 
-def node_argv(port: int, data_dir: Path, node_timeout_ms: int = NODE_TIMEOUT_MS) -> list[str]:
-    """One cluster node: a throwaway redis-server with cluster mode on."""
+def node_argv(
+    port: int, data_dir: Path, node_timeout_ms: int = NODE_TIMEOUT_MS, password: str = ""
+) -> list[str]:
+    """One cluster node: a throwaway redis-server with cluster mode on (and AUTH, with
+    ``password``: clients and the node's own replication use it)."""
     executable = shutil.which("redis-server") or "redis-server"
     data_dir.mkdir(parents=True, exist_ok=True)
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
     return [
         *redis_server_argv(executable, port, data_dir),
+        *auth,
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
@@ -63,10 +68,12 @@ def node_argv(port: int, data_dir: Path, node_timeout_ms: int = NODE_TIMEOUT_MS)
     ]
 
 
-def create_argv(ports: list[int]) -> list[str]:
+def create_argv(ports: list[int], password: str = "") -> list[str]:
     """``redis-cli --cluster create``: the first half of ``ports`` become primaries."""
+    auth = ["-a", password, "--no-auth-warning"] if password else []
     return [
         shutil.which("redis-cli") or "redis-cli",
+        *auth,
         "--cluster",
         "create",
         *(f"127.0.0.1:{p}" for p in ports),
@@ -89,13 +96,19 @@ def env(ports: list[int]) -> dict[str, str]:
     }
 
 
-async def cluster_ok(ports: list[int]) -> bool:
+async def cluster_ok(ports: list[int], password: str = "") -> bool:
     """True once every node says ``cluster_state:ok`` and sees all six nodes."""
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     for port in ports:
-        client = Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        client = Redis(
+            host="127.0.0.1",
+            port=port,
+            password=password or None,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
         try:
             info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
         except (RedisError, OSError):
@@ -114,12 +127,12 @@ async def cluster_ok(ports: list[int]) -> bool:
     return True
 
 
-def wait_ok(ports: list[int], timeout: float) -> None:
+def wait_ok(ports: list[int], timeout: float, password: str = "") -> None:
     """Block until ``cluster_ok`` (raises TimeoutError)."""
 
     async def poll() -> None:
         async with asyncio.timeout(timeout):
-            while not await cluster_ok(ports):  # noqa: ASYNC110 - polling another process
+            while not await cluster_ok(ports, password):  # noqa: ASYNC110 - polling another process
                 await asyncio.sleep(0.1)
 
     asyncio.run(poll())

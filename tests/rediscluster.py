@@ -13,6 +13,7 @@ environment. ``.nodes`` are the processes (`ManagedProcess`), ``.client()`` a sy
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 import subprocess
 from pathlib import Path
 from typing import Any, Self
@@ -24,31 +25,36 @@ from tests.infra import LOCALHOST, ManagedProcess, scaled, tool_missing, wait_un
 class ClusterNode(ManagedProcess):
     name = "redis-node"
 
-    def __init__(self, tmp_dir: Path, port: int, node_timeout_ms: int) -> None:
+    def __init__(self, tmp_dir: Path, port: int, node_timeout_ms: int, password: str) -> None:
         super().__init__(tmp_dir / f"node-{port}.log")
         self.tmp_dir = tmp_dir
         self.port = port
         self.node_timeout_ms = node_timeout_ms
+        self.password = password
 
     def start(self) -> Self:
         self._spawn(
-            devcluster.node_argv(self.port, self.tmp_dir / str(self.port), self.node_timeout_ms)
+            devcluster.node_argv(
+                self.port, self.tmp_dir / str(self.port), self.node_timeout_ms, self.password
+            )
         )
         return self
 
 
 class RedisClusterServers:
-    def __init__(self, tmp_dir: Path, node_timeout_ms: int = 1000) -> None:
+    def __init__(self, tmp_dir: Path, node_timeout_ms: int = 1000, password: str = "") -> None:
         if why := devcluster.tools_missing():
             tool_missing(why)
         self.tmp_dir = tmp_dir
         # Spread start points: parallel sessions (xdist workers) rarely collide.
         self.ports = devcluster.node_ports(first=random.randrange(20000, 45000))
-        self.nodes = [ClusterNode(tmp_dir, p, node_timeout_ms) for p in self.ports]
+        self.password = password
+        self.nodes = [ClusterNode(tmp_dir, p, node_timeout_ms, password) for p in self.ports]
 
     @property
     def url(self) -> str:
-        return devcluster.url(self.ports)
+        url = devcluster.url(self.ports)
+        return url.replace("redis://", f"redis://:{self.password}@") if self.password else url
 
     @property
     def extra_env(self) -> dict[str, str]:
@@ -60,12 +66,14 @@ class RedisClusterServers:
                 node.start()
             wait_until(lambda: all(self._pings(p) for p in self.ports), 10, message="nodes up")
             subprocess.run(
-                devcluster.create_argv(self.ports),
+                devcluster.create_argv(self.ports, self.password),
                 check=True,
                 capture_output=True,
                 timeout=scaled(timeout),
             )
-            devcluster.wait_ok(self.ports, scaled(timeout))
+            # In a thread: it runs its own event loop, and the caller may be in one.
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(devcluster.wait_ok, self.ports, scaled(timeout), self.password).result()
         except BaseException:
             self.stop()
             raise
@@ -81,12 +89,14 @@ class RedisClusterServers:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @staticmethod
-    def _pings(port: int) -> bool:
+    def _pings(self, port: int) -> bool:
         import redis
 
+        password = self.password or None
         try:
-            with redis.Redis(host=LOCALHOST, port=port, socket_timeout=0.5) as client:
+            with redis.Redis(
+                host=LOCALHOST, port=port, password=password, socket_timeout=0.5
+            ) as client:
                 return bool(client.ping())
         except (redis.RedisError, OSError):
             return False
@@ -94,12 +104,23 @@ class RedisClusterServers:
     def node_client(self, port: int) -> Any:
         import redis
 
-        return redis.Redis(host=LOCALHOST, port=port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            host=LOCALHOST,
+            port=port,
+            password=self.password or None,
+            decode_responses=True,
+            socket_timeout=5,
+        )
 
     def client(self) -> Any:
         import redis
 
-        return redis.RedisCluster(host=LOCALHOST, port=self.ports[0], decode_responses=True)
+        return redis.RedisCluster(
+            host=LOCALHOST,
+            port=self.ports[0],
+            password=self.password or None,
+            decode_responses=True,
+        )
 
     def primaries(self) -> list[int]:
         """Ports of the current primaries (asked of any live node)."""
@@ -169,7 +190,8 @@ def move_slot(cluster: RedisClusterServers, slot: int, target: int, between: Any
         if between is not None:
             between()
         while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
-            src.execute_command("MIGRATE", LOCALHOST, target, "", 0, 5000, "KEYS", *keys)
+            auth = ["AUTH", cluster.password] if cluster.password else []
+            src.execute_command("MIGRATE", LOCALHOST, target, "", 0, 5000, *auth, "KEYS", *keys)
         for port in cluster.primaries():
             with cluster.node_client(port) as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)

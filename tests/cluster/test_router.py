@@ -6,6 +6,7 @@ cluster that is down or does not cover every slot (docs/cluster.md)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,13 @@ import pytest
 from services.gateway.relay import Relay, Subscriptions
 from services.gateway.resp import Endpoint, encode_command
 from services.gateway.shards import ShardRouter
-from shared.redisconn import ClusterUnavailable, hot_path, parse_cluster_shards, slot_of
+from shared.redisconn import (
+    ClusterUnavailable,
+    hot_path,
+    parse_cluster_shards,
+    redis_client,
+    slot_of,
+)
 from shared.settings import load_settings
 from tests.infra import await_until, scaled, unique_name
 from tests.rediscluster import RedisClusterServers, move_slot
@@ -162,6 +169,60 @@ async def test_the_subscriber_follows_a_channel_whose_slot_moves(
         assert messages[1] == (channel, b"after")
     finally:
         await relay.stop()
+
+
+async def test_an_authenticated_cluster_in_every_path(tmp_path: Path) -> None:
+    """AUTH on every node: the cold client, the router and the subscriber all log in with
+    REDIS_URL's password at every node the slot map names; scripts publish sharded."""
+    with RedisClusterServers(tmp_path / "auth", password="s3cret-pw") as cluster:
+        settings = _settings(cluster)
+        assert settings.redis_url.startswith("redis://:s3cret-pw@")
+        cold = redis_client(settings)
+        router = ShardRouter(Endpoint.from_url(cluster.url), hot_path(settings), scaled(5))
+        channel = f"{unique_name('a')}:{{room:auth}}:ch"
+        messages: list[tuple[str, bytes]] = []
+
+        async def on_reconnect(channels: set[str], suspect: set[str]) -> None:
+            pass
+
+        subscriptions = Subscriptions()
+        relay = Relay(
+            Endpoint.from_url(cluster.url),
+            hot_path(settings),
+            f"{unique_name('a')}:relay:hello",
+            subscriptions,
+            lambda ch, data: messages.append((ch, data)),
+            on_reconnect,
+            scaled(5),
+        )
+        relay.start()
+        try:
+            await router.connect()
+            keys = [f"a:{{room:{i}}}:state" for i in range(12)]
+            assert all(
+                r == b"OK"
+                for r in await asyncio.gather(*(_send(router, k, "SET", k, "1") for k in keys))
+            )
+            assert [await cold.get(k) for k in keys] == [b"1"] * 12
+            await await_until(lambda: relay.healthy, 10, message="relay connected")
+            subscriptions.subscribe(channel)
+            script = cold.register_script("redis.call('PUBLISH', KEYS[1], ARGV[1]) return 1")
+            await await_until(
+                lambda: (
+                    dict(
+                        cluster.node_client(cluster.primary_of(channel)).pubsub_shardnumsub(channel)
+                    )[channel]
+                    == 1
+                ),
+                5,
+                message="subscribed",
+            )
+            await script(keys=[channel], args=[b"hi"])
+            await await_until(lambda: messages == [(channel, b"hi")], 5, message="sharded message")
+        finally:
+            await relay.stop()
+            router.close()
+            await cold.aclose()
 
 
 async def test_seeds_that_do_not_answer_give_a_clear_error_naming_them() -> None:
