@@ -13,8 +13,8 @@ environment. ``.nodes`` are the processes (`ManagedProcess`), ``.client()`` a sy
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
