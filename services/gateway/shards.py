@@ -30,7 +30,10 @@ from shared.redisconn import HotPath, Node, SlotMap
 
 log = logging.getLogger(__name__)
 
-MAX_REDIRECTS = 5
+# A command's retry budget: a MOVED or ASK costs REDIRECT_COST, a TRYAGAIN 1 (so at most
+# 5 redirections in a row, or some 40 TRYAGAINs, about 4 s, while a slot's keys move).
+BUDGET = 40
+REDIRECT_COST = 8
 _ASKING = encode_command("ASKING")
 
 
@@ -133,19 +136,20 @@ class ShardRouter:
         """The callback, after the cluster's redirections and outages are dealt with."""
 
         def reply(answer: Any) -> None:
-            if isinstance(answer, Exception) and hops < MAX_REDIRECTS:
+            if isinstance(answer, Exception) and hops < BUDGET:
                 redirect = _redirect(answer)
                 if redirect is not None:
                     kind, node = redirect
                     self.redirects += 1
                     if kind == "MOVED":
                         self._refresh_soon()
-                    self._resend(node, key, command, callback, hops + 1, asking=kind == "ASK")
+                    asking = kind == "ASK"
+                    self._resend(node, key, command, callback, hops + REDIRECT_COST, asking)
                     return
                 text = str(answer)
                 if text.startswith("TRYAGAIN"):
                     self.redirects += 1
-                    delay = random.uniform(0.01, 0.05) * (hops + 1)
+                    delay = random.uniform(0.5, 1.0) * min(0.2, 0.01 * (hops + 1))
                     asyncio.get_running_loop().call_later(
                         delay, self._resend_by_map, key, command, callback, hops + 1
                     )

@@ -6,6 +6,7 @@ cluster that is down or does not cover every slot (docs/cluster.md)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,44 @@ async def test_a_moved_slot_is_followed_and_an_ask_is_answered(
             5,
             message="map refreshed",
         )
+    finally:
+        router.close()
+
+
+async def test_tryagain_while_a_room_s_keys_are_split_is_resent_until_the_move_ends(
+    own_cluster: RedisClusterServers,
+) -> None:
+    """A script touching two keys of a slot whose keys are half migrated gets TRYAGAIN;
+    the router resends after a jittered delay, then follows the MOVED once the slot has
+    moved, and the script runs once, on the new owner."""
+    router = _router(own_cluster)
+    tag = f"{{room:{unique_name('t')}}}"
+    state, log = f"{tag}:state", f"{tag}:log"
+    slot = slot_of(state)
+    script = "redis.call('INCR', KEYS[1]) return redis.call('GET', KEYS[2])"
+    try:
+        await router.connect()
+        await _send(router, state, "SET", state, "0")
+        await _send(router, log, "SET", log, "entries")
+        source = own_cluster.primary_of(state)
+        target = next(p for p in own_cluster.primaries() if p != source)
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def half_migrated() -> None:
+            with own_cluster.node_client(source) as src:
+                src.execute_command("MIGRATE", "127.0.0.1", target, log, 0, 5000)
+            loop.call_soon_threadsafe(release.set)
+            time.sleep(0.3)  # the router keeps getting TRYAGAIN meanwhile
+
+        mover = loop.run_in_executor(None, move_slot, own_cluster, slot, target, half_migrated)
+        await release.wait()
+        reply = await _send(router, state, "EVAL", script, 2, state, log)
+        await mover
+        assert reply == b"entries"
+        assert router.redirects >= 2  # TRYAGAIN at least once, then MOVED
+        with own_cluster.node_client(target) as node:
+            assert node.get(state) == "1"  # ran exactly once
     finally:
         router.close()
 
