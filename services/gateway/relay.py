@@ -247,6 +247,11 @@ class Relay:
                     continue
                 if (sub := self._conns.get(old)) is not None:
                     sub.send(encode_command(self._names.unsubscribe, channel))
+                # The map moved it without telling us (no push, no lost connection yet):
+                # it may have missed messages; a gone primary means a failover.
+                self._lost.add(channel)
+                if old not in slot_map.primaries:
+                    self._dead[channel] = old
             if channel in self._dead and self._dead[channel] != node:
                 self._suspect.add(channel)  # its primary died; a replica took over
             self._where[channel] = node

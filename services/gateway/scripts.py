@@ -247,7 +247,12 @@ else
   end
 end
 if reseed then
+  -- Presence versions only grow (gateways drop an older P): continue above anything
+  -- seen, even when the old state is gone (restart) or behind (failover).
+  local pv = tonumber(redis.call('HGET', KEYS[1], 'pv') or '0') + 1
+  if pv < tonumber(ARGV[2]) then pv = ARGV[2] end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'pv', pv)
   redis.call('HSET', KEYS[1], 'session', ARGV[1], 'epoch', ARGV[3], 'opened_at', ARGV[2],
     'mentor', '', 'n_mentor', 0, 'n_student', 0, 'n_watcher', 0, 'peak_students', 0,
     'seq', 0, 'snap_seq', 0, 'doc_bytes', string.len(ARGV[4]), 'solved', 0,

@@ -144,11 +144,17 @@ async def test_failover_under_load_loses_no_edit(
         )
         assert all(c.last("room-closed") is None for c in room.clients)
         assert all(r.mentor.role == "mentor" for r in room.rooms)
+
         # Both gateways follow the busy rooms' channels on the promoted replica.
+        def subscribed(channel: str) -> bool:
+            with cluster.node_client(cluster.primary_of(channel)) as node:
+                return bool(dict(node.pubsub_shardnumsub(channel))[channel] == 2)
+
         for r in busy:
             channel = keys.room(r.block_id).channel
-            with cluster.node_client(cluster.primary_of(channel)) as node:
-                assert dict(node.pubsub_shardnumsub(channel))[channel] == 2
+            await loop.run_in_executor(
+                None, lambda c=channel: wait_until(lambda: subscribed(c), 10)
+            )
         await room.close()
 
 

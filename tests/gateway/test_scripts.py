@@ -208,6 +208,9 @@ async def test_resync_reseeds_a_state_behind_or_suspect_after_a_failover(store: 
 
     assert await resync("e1", epoch, loaded.seq, False) == epoch  # up to date: kept
     assert await resync("e2", epoch, loaded.seq + 3, False) == "e2"  # behind: re-seeded
+    reseeded = await store.load("b")
+    assert isinstance(reseeded, Loaded)
+    assert reseeded.presence.version > loaded.presence.version  # versions only grow
     assert await resync("e3", "e2", 0, True) == "e3"  # failed over: re-seeded
     assert await resync("e4", "e2", 0, True) == "e3"  # another epoch already: kept
 
