@@ -150,11 +150,10 @@ async def test_failover_under_load_loses_no_edit(
             with cluster.node_client(cluster.primary_of(channel)) as node:
                 return bool(dict(node.pubsub_shardnumsub(channel))[channel] == 2)
 
-        for r in busy:
-            channel = keys.room(r.block_id).channel
-            await loop.run_in_executor(
-                None, lambda c=channel: wait_until(lambda: subscribed(c), 10)
-            )
+        def all_subscribed() -> bool:
+            return all(subscribed(keys.room(r.block_id).channel) for r in busy)
+
+        await loop.run_in_executor(None, wait_until, all_subscribed, 10)
         await room.close()
 
 
