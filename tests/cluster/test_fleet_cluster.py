@@ -115,13 +115,17 @@ async def test_failover_under_load_loses_no_edit(
 ) -> None:
     cluster = fresh_cluster
     with fleet_on(tmp_path, cluster, mongo) as fleet:
-        room = await classroom(fleet, rooms=6, students=3)
         keys = fleet.keys
-        by_primary: dict[int, int] = {}
-        for r in room.rooms:
-            port = cluster.primary_of(keys.room(r.block_id).state)
-            by_primary[port] = by_primary.get(port, 0) + 1
-        victim = max(by_primary, key=lambda p: by_primary[p])
+        # The victim holds the gateways' heartbeats and at least 2 of the 6+ busy rooms.
+        victim = cluster.primary_of(keys.gateways)
+        blocks = Blocks(fleet)
+        ids: list[str] = []
+        while (
+            len(ids) < 6 or sum(cluster.primary_of(keys.room(b).state) == victim for b in ids) < 2
+        ):
+            ids.append(blocks.new().id)
+        room = Classroom(urls(fleet), ids, 3)
+        await room.start()
         busy = [r for r in room.rooms if cluster.primary_of(keys.room(r.block_id).state) == victim]
         room.start_typing(interval=0.2)
         await asyncio.sleep(1.5)
@@ -138,12 +142,16 @@ async def test_failover_under_load_loses_no_edit(
         await wait_for(room.presence_ok, 15)
         counts = time.monotonic() - killed
         print(
-            f"\nfailover: primary :{victim} (owner of {len(busy)} of 6 rooms) SIGKILLed; "
+            f"\nfailover: primary :{victim} (owner of {len(busy)} of {len(ids)} rooms and the "
+            "heartbeats) SIGKILLed; "
             f"replica promoted after {promoted:.2f}s; {edits} edits, 0 lost, converged "
             f"{took:.2f}s after typing stopped; counts right {counts:.2f}s after the kill"
         )
         assert all(c.last("room-closed") is None for c in room.clients)
         assert all(r.mentor.role == "mentor" for r in room.rooms)
+        # Nobody could heartbeat while the shard holding the heartbeats failed over: no
+        # gateway takes the other for dead.
+        assert not any("reaping gateway" in g.log_text() for g in fleet.gateways)
 
         # Both gateways follow the busy rooms' channels on the promoted replica.
         def subscribed(channel: str) -> bool:
