@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,6 +32,7 @@ from redis.crc import key_slot
 from shared.settings import Settings
 
 SLOTS = 16384
+_PUBLISH_CALL = re.compile(r"redis\.call\((['\"])PUBLISH\1\s*,")
 Node = tuple[str, int] | None  # a primary's address; None: the server REDIS_URL names
 
 
@@ -119,7 +121,7 @@ def sharded_script(script: str) -> str:
     """A room script's text for a cluster: its channel messages go out with SPUBLISH, so
     they travel only through the room's shard (the channel is one of the script's KEYS
     and carries the room's hash tag, so it is in the script's slot)."""
-    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+    return _PUBLISH_CALL.sub(r"redis.call(\1SPUBLISH\1,", script)
 
 
 class _ShardedCluster(RedisCluster):

@@ -53,6 +53,13 @@ def command_calls(cluster: RedisClusterServers, port: int, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
+def cpu_seconds(cluster: RedisClusterServers, port: int) -> float:
+    """A node's CPU time so far (INFO cpu: user + system of the main thread's process)."""
+    with cluster.node_client(port) as node:
+        cpu = node.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
     """A cluster of the test's own: the test kills or moves its nodes."""
@@ -66,6 +73,7 @@ async def test_rooms_spread_over_every_primary_and_each_room_stays_on_its_shard(
     with fleet_on(tmp_path, redis_cluster, mongo) as fleet:
         room = await classroom(fleet, rooms=30, students=1)
         before = {p: command_calls(redis_cluster, p, "spublish") for p in redis_cluster.primaries()}
+        cpu_before = {p: cpu_seconds(redis_cluster, p) for p in redis_cluster.primaries()}
         room.start_typing(interval=0.2)
         await asyncio.sleep(1.5)
         edits = await room.stop_typing()
@@ -90,6 +98,7 @@ async def test_rooms_spread_over_every_primary_and_each_room_stays_on_its_shard(
                     subscribed = dict(node.pubsub_shardnumsub(keys.room(r.block_id).channel))
                     assert subscribed[keys.room(r.block_id).channel] == (2 if here else 0)
         after = {p: command_calls(redis_cluster, p, "spublish") for p in primaries}
+        cpu_ms = [round(1000 * (cpu_seconds(redis_cluster, p) - cpu_before[p])) for p in primaries]
         # Every shard carried its own rooms' messages; nothing used unsharded PUBLISH.
         assert all(after[p] > before[p] for p in primaries)
         assert all(command_calls(redis_cluster, p, "publish") == 0 for p in redis_cluster.ports)
@@ -105,7 +114,8 @@ async def test_rooms_spread_over_every_primary_and_each_room_stays_on_its_shard(
         print(
             f"\n30 rooms over {len(primaries)} primaries: "
             f"{sorted(len(v) for v in owners.values())} rooms each; {edits} edits; "
-            f"spublish per primary {[after[p] - before[p] for p in primaries]}"
+            f"spublish per primary {[after[p] - before[p] for p in primaries]}; "
+            f"Redis CPU ms per primary {cpu_ms} (the load splits; a shared, loaded machine)"
         )
         await room.close()
 

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import pytest
 from pydantic import ValidationError
 
-from services.gateway import archive_queue, chat, runs, scripts
 from shared.redisconn import PLAIN, SHARDED, SlotMap, hot_path, seeds, sharded_script, url_at
 from shared.settings import load_settings
 
-ROOM_SCRIPTS = {
-    **{n: getattr(scripts, n) for n in dir(scripts) if n.isupper() and not n.startswith("_")},
-    "CHAT_SCRIPT": chat.CHAT_SCRIPT,
-    "RUN": runs.RUN,
-    "ENQUEUE": archive_queue.ENQUEUE,
-}
+
+def _lua_scripts() -> dict[str, str]:
+    """Every Lua script the gateway registers: the module-level strings that call Redis."""
+    import services.gateway
+
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules(services.gateway.__path__):
+        module = importlib.import_module(f"services.gateway.{info.name}")
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, str) and "redis.call(" in value:
+                found[f"{info.name}.{name}"] = value
+    return found
+
+
+ROOM_SCRIPTS = _lua_scripts()
+
+
+def test_both_quotes_are_sharded() -> None:
+    assert sharded_script("""redis.call("PUBLISH", KEYS[1], 'x')""") == (
+        """redis.call("SPUBLISH", KEYS[1], 'x')"""
+    )
+    assert sharded_script("redis.call('PUBLISH' , k, v)") == "redis.call('SPUBLISH', k, v)"
+
+
+def test_the_scripts_are_found() -> None:
+    assert {"scripts.PUBLISH", "scripts.JOIN", "scripts.RESYNC"} <= set(ROOM_SCRIPTS)
+    assert sum("PUBLISH" in text for text in ROOM_SCRIPTS.values()) >= 7  # chat, runs too
 
 
 @pytest.mark.parametrize("name", sorted(ROOM_SCRIPTS))
