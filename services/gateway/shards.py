@@ -59,6 +59,7 @@ class ShardRouter:
         self.publish_command = hot.pubsub.publish
         self._timeout = connect_timeout
         self._map: SlotMap | None = None
+        self._primaries: list[Node] = []  # the map's, computed once per map
         self._writers: dict[Node, RedisWriter] = {}
         self._stale = True  # the map must be reloaded before the next batch
         self._refreshing: asyncio.Task[None] | None = None
@@ -79,7 +80,7 @@ class ShardRouter:
         return (
             not self._stale
             and self._map is not None
-            and all(self._writer(n).connected for n in self._map.primaries)
+            and all(self._writer(n).connected for n in self._primaries)
         )
 
     async def connect(self) -> None:
@@ -90,7 +91,7 @@ class ShardRouter:
         await asyncio.gather(*(self._writer(n).connect() for n in slot_map.primaries))
         for node in [n for n in self._writers if n not in slot_map.primaries]:
             self._writers.pop(node).close()
-        self._map = slot_map
+        self._map, self._primaries = slot_map, slot_map.primaries
         self._stale = False
 
     def _refresh_soon(self) -> None:
@@ -99,7 +100,8 @@ class ShardRouter:
 
     async def _refresh(self) -> None:
         try:
-            self._map = await self._hot.load_map()
+            slot_map = await self._hot.load_map()
+            self._map, self._primaries = slot_map, slot_map.primaries
         except (OSError, TimeoutError, ConnectionError) as exc:
             log.warning("redis cluster map refresh failed: %s", exc)
             self._stale = True  # the outbox's reconnect loop tries again
