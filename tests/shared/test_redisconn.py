@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
 from shared.redisconn import PLAIN, SHARDED, SlotMap, hot_path, seeds, sharded_script, url_at
 from shared.settings import load_settings
+from tests.infra import child_env, scaled
 
 
 def _lua_scripts() -> dict[str, str]:
@@ -83,3 +86,17 @@ async def test_one_server_is_one_shard_with_every_slot() -> None:
     assert slot_map == SlotMap.single() and slot_map.uncovered == 0
     assert slot_map.owner_of("anything") is None  # the server REDIS_URL names
     assert hot_path(load_settings(redis_cluster=True)).pubsub == SHARDED
+
+
+@pytest.mark.parametrize("service", ["gateway", "api"])
+def test_a_service_with_a_wrong_combination_stops_at_start_naming_it(service: str) -> None:
+    env = child_env({"REDIS_CLUSTER_NODES": "10.0.0.2:6379"})
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", service],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
+    assert done.returncode == 2
+    assert "REDIS_CLUSTER_NODES is set but REDIS_CLUSTER is not true" in done.stderr + done.stdout
