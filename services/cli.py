@@ -34,7 +34,8 @@ def _settings(**overrides: object) -> Settings:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            # A check of several settings together (REDIS_CLUSTER...) names them itself.
+            (f"{'.'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "") + err["msg"]
             for err in exc.errors(include_input=False, include_url=False)
         )
         raise CliError(f"invalid settings: {problems}") from None

@@ -1,8 +1,9 @@
 """`coderoom run` (what `make run` starts): the whole system on one machine.
 
 Starts, in order: MongoDB (the embedded wire server, unless MONGODB_URL is set), Redis
-(`redis-server` if on PATH, else fakeredis; unless REDIS_URL is set), the seed, the api
-and the gateways, each as a child process in its own process group whose output is
+(`redis-server` if on PATH, else fakeredis; unless REDIS_URL is set; with
+`--redis-cluster` a local Redis Cluster of 3 primaries and 3 replicas instead), the seed,
+the api and the gateways, each as a child process in its own process group whose output is
 prefixed with its name. Ctrl-C or SIGTERM stops them in reverse order (gateways, api,
 redis, mongo): SIGTERM, a deadline, then SIGKILL. Should the supervisor itself be killed
 (SIGKILL), every child gets SIGTERM from the kernel (Linux's parent-death signal).
@@ -18,6 +19,10 @@ Ports and paths: --api-port/API_PORT (8000), --gateway-ports/GATEWAY_PORTS
 (8001,8002), --mongo-port/MONGO_PORT (27018), --redis-port/REDIS_PORT (6399),
 --data/CODEROOM_DATA (./var). A busy mongo or redis port is replaced by a free one; a
 busy api or gateway port is an error.
+
+The dependencies' starters are services/devdeps.py (the cluster's own argv:
+services/devcluster.py); how a child is spawned and its output prefixed,
+services/devproc.py.
 """
 
 from __future__ import annotations
@@ -25,11 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import functools
 import os
 import secrets
-import shutil
 import signal
 import sys
 import time
@@ -37,18 +40,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.embedded import missing, redis_server_argv
-from services.ports import free_port, port_free
-from services.restarts import Deaths, exit_reason
+from services import devdeps, devproc
+from services.devdeps import StartupError
+from services.devproc import Child, Service, http_ok, say
+from services.ports import port_free
+from services.restarts import exit_reason
 
 STOP_TIMEOUT = 10.0  # seconds each group of children gets to exit after SIGTERM
 START_TIMEOUT = 60.0  # seconds for every dependency and service to become ready
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEED = ROOT / "seeds" / "blocks.yaml"
-
-
-class StartupError(Exception):
-    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,68 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-port", type=int, default=int(env("REDIS_PORT", "6399")))
     parser.add_argument("--data", default=env("CODEROOM_DATA", "var"), help="data directory")
     parser.add_argument("--seed", default=str(DEFAULT_SEED), help="seed file ('' to skip)")
-
-
-def _say(line: str) -> None:
-    sys.stdout.write(f"{'run':<6} | {line}\n")
-    sys.stdout.flush()
-
-
-async def http_ok(port: int, path: str, wait: float = 1.0) -> bool:
-    """True if GET http://127.0.0.1:port/path answers 200."""
-    try:
-        async with asyncio.timeout(wait):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-                )
-                await writer.drain()
-                status = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError):
-        return False
-    return status.split(b" ")[1:2] == [b"200"]
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """A child's pre-exec step: SIGTERM when the supervisor dies, even by SIGKILL (Linux;
-    elsewhere a killed supervisor leaves its children running)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the supervisor died before the line above
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
-
-
-@dataclass
-class Child:
-    name: str
-    proc: asyncio.subprocess.Process
-    pump: asyncio.Task[None]
-    watch: asyncio.Task[None] | None = None
-
-
-@dataclass
-class Service:
-    """A child the supervisor keeps running (the api, a gateway)."""
-
-    name: str
-    argv: list[str]
-    env: Callable[[], dict[str, str]]  # called for each start: a restart may differ
-    child: Child | None = None
-    deaths: Deaths = field(default_factory=Deaths)
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a local Redis Cluster (3 primaries + 3 replicas) instead of one Redis",
+    )
 
 
 @dataclass
@@ -144,17 +88,7 @@ class Supervisor:
     # --- children -----------------------------------------------------------------
 
     async def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
-            preexec_fn=_die_with(os.getpid()),
-            limit=1 << 20,
-        )
-        child = Child(name, proc, asyncio.create_task(self._pump(name, proc)))
+        child = await devproc.spawn(name, argv, env)
         self.children.append(child)
         return child
 
@@ -197,7 +131,7 @@ class Supervisor:
                 )
                 return
             delay = service.deaths.backoff
-            _say(
+            say(
                 f"{service.name} died ({reason}); restarting it in {delay:.1f}s "
                 f"(death {recent} of {service.deaths.limit} allowed within "
                 f"{service.deaths.window:.0f}s)"
@@ -212,20 +146,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(old.pump, timeout=2)  # its last lines, then forget it
             self.children.remove(old)
-            _say(f"{service.name} restarted (pid {service.child.proc.pid})")
-
-    async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        prefix = f"{name:<6} | ".encode()
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except ValueError:  # a line longer than the limit: pass it on in pieces
-                line = await proc.stdout.read(1 << 16)
-            if not line:
-                return
-            sys.stdout.buffer.write(prefix + line.rstrip(b"\n") + b"\n")
-            sys.stdout.buffer.flush()
+            say(f"{service.name} restarted (pid {service.child.proc.pid})")
 
     def _signal(self, child: Child, sig: signal.Signals) -> None:
         if child.proc.returncode is None:
@@ -242,7 +163,7 @@ class Supervisor:
         _, pending = await asyncio.wait(waits, timeout=STOP_TIMEOUT)
         for child in alive:
             if child.proc.returncode is None:
-                _say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
+                say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
                 self._signal(child, signal.SIGKILL)
         if pending:
             await asyncio.wait(pending)
@@ -265,7 +186,7 @@ class Supervisor:
 
     # --- startup ------------------------------------------------------------------
 
-    async def _until(
+    async def until(
         self, what: str, child: Child | None, probe: Callable[[], Awaitable[bool]]
     ) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -286,44 +207,14 @@ class Supervisor:
         for port in [args.api_port, *gateway_ports]:
             if not port_free(port):
                 raise StartupError(f"port {port} is already in use")
-        notes: list[str] = []
 
-        if "MONGODB_URL" not in env:
-            if why := missing("mongoeco"):
-                raise StartupError(f"{why}; or set MONGODB_URL")
-            port = args.mongo_port if port_free(args.mongo_port) else free_port()
-            mongo = await self.spawn(
-                "mongo", [*python, "mongo", "--data", str(data / "mongo"), "--port", str(port)], env
-            )
-            self.watch(mongo)
-            env["MONGODB_URL"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-            notes.append(f"MongoDB     {env['MONGODB_URL']} (embedded, data in {data / 'mongo'})")
-        else:
-            mongo = None
-            notes.append(f"MongoDB     {env['MONGODB_URL']}")
-
-        if "REDIS_URL" not in env:
-            port = args.redis_port if port_free(args.redis_port) else free_port()
-            server = shutil.which("redis-server")
-            if server:
-                argv = redis_server_argv(server, port, data / "redis")
-                kind = "redis-server"
-            else:
-                if why := missing("fakeredis"):
-                    raise StartupError(f"redis-server is not on PATH and {why}; or set REDIS_URL")
-                argv = [*python, "redis", "--port", str(port)]
-                kind = "fakeredis"
-            redis = await self.spawn("redis", argv, env)
-            self.watch(redis)
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            notes.append(f"Redis       {env['REDIS_URL']} ({kind}, not persisted)")
-        else:
-            redis = None
-            notes.append(f"Redis       {env['REDIS_URL']}")
-
-        await asyncio.gather(
-            self._until("MongoDB", mongo, lambda: _mongo_ok(env["MONGODB_URL"])),
-            self._until("Redis", redis, lambda: _redis_ok(env["REDIS_URL"])),
+        redis = (
+            devdeps.start_redis_cluster(self, env, data)
+            if args.redis_cluster
+            else devdeps.start_redis(self, env, args.redis_port, data)
+        )
+        notes = list(
+            await asyncio.gather(devdeps.start_mongo(self, env, args.mongo_port, data), redis)
         )
 
         if args.seed:
@@ -357,9 +248,9 @@ class Supervisor:
         )
 
         await asyncio.gather(
-            self._until("api", api, lambda: http_ok(args.api_port, "/healthz")),
+            self.until("api", api, lambda: http_ok(args.api_port, "/healthz")),
             *(
-                self._until(gw.name, gw, functools.partial(http_ok, port, "/healthz"))
+                self.until(gw.name, gw, functools.partial(http_ok, port, "/healthz"))
                 for gw, port in gateways
             ),
         )
@@ -391,10 +282,10 @@ class Supervisor:
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if startup.done() and startup.exception() is None:
             self.up = True
-            _say("coderoom is up:")
+            say("coderoom is up:")
             for line in startup.result():
-                _say("  " + line)
-            _say("press Ctrl-C to stop")
+                say("  " + line)
+            say("press Ctrl-C to stop")
             await stopped
         elif startup.done():
             exc = startup.exception()
@@ -405,41 +296,12 @@ class Supervisor:
                 await startup
         stopped.cancel()
         if self.failure:
-            _say(f"error: {self.failure}; stopping everything")
+            say(f"error: {self.failure}; stopping everything")
         else:
-            _say("stopping")
+            say("stopping")
         await self.shutdown()
-        _say("stopped" if not self.failure else "stopped after an error")
+        say("stopped" if not self.failure else "stopped after an error")
         return 1 if self.failure else 0
-
-
-async def _mongo_ok(url: str) -> bool:
-    from pymongo import AsyncMongoClient
-    from pymongo.errors import PyMongoError
-
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        url, serverSelectionTimeoutMS=500, connectTimeoutMS=500, timeoutMS=1000
-    )
-    try:
-        await client.admin.command("ping")
-    except PyMongoError:
-        return False
-    finally:
-        await client.close()
-    return True
-
-
-async def _redis_ok(url: str) -> bool:
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisError
-
-    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
-    try:
-        return bool(await client.ping())
-    except (RedisError, OSError):
-        return False
-    finally:
-        await client.aclose()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,8 +13,9 @@ import secrets
 import socket
 from functools import cached_property
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -54,6 +55,16 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field(
         "coderoom", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL is a seed node of a Redis Cluster (or Valkey cluster) "
+        "rather than one Redis (docs/cluster.md).",
+    )
+    redis_cluster_nodes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="More cluster seeds, host:port,... (same scheme and credentials as "
+        "REDIS_URL); only with REDIS_CLUSTER=true.",
     )
 
     # --- api ------------------------------------------------------------------------
@@ -187,10 +198,38 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = Field("INFO", description="Logging level.")
 
-    @field_validator("gateway_urls", "allowed_origins", mode="before")
+    @field_validator("gateway_urls", "allowed_origins", "redis_cluster_nodes", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for node in value:
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"REDIS_CLUSTER_NODES: {node!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_mode(self) -> Settings:
+        if self.redis_cluster_nodes and not self.redis_cluster:
+            raise ValueError("REDIS_CLUSTER_NODES is set but REDIS_CLUSTER is not true")
+        if self.redis_cluster:
+            url = self.redis_url
+            if url.startswith("unix:"):
+                raise ValueError(
+                    "REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL, not unix://"
+                )
+            if not url.startswith(("redis://", "rediss://")):
+                raise ValueError("REDIS_URL must start with redis:// or rediss://")
+            db = urlsplit(url).path.strip("/")
+            if db not in ("", "0"):
+                raise ValueError(
+                    f"REDIS_CLUSTER: a cluster has only db 0 (REDIS_URL names db {db})"
+                )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

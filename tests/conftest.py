@@ -37,6 +37,7 @@ from tests.infra import (
     scaled,
     unique_name,
 )
+from tests.rediscluster import RedisClusterServers
 
 ADMIN_TOKEN = "test-admin-token"
 SettingsFactory = Callable[..., Settings]
@@ -102,6 +103,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real 3-primary/3-replica Redis Cluster, started once per session (tests that kill
+    or move its nodes start their own)."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

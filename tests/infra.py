@@ -571,6 +571,7 @@ class Fleet:
             "GATEWAY_URLS": ",".join(f"ws://{LOCALHOST}:{p}/ws/rooms" for p in gateway_ports),
             "ALLOWED_ORIGINS": "*",
         }
+        self.env.update(getattr(self.redis, "extra_env", {}))  # a cluster: REDIS_CLUSTER...
         self.env.update({k: str(v) for k, v in (env or {}).items()})
         logs = tmp_dir / "logs"
         self.gateways = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -44,8 +45,9 @@ def descendants(pid: int) -> set[int]:
 class DevRun(ManagedProcess):
     name = "coderoom-run"
 
-    def __init__(self, tmp_path: Path, gateways: int) -> None:
+    def __init__(self, tmp_path: Path, gateways: int, *options: str) -> None:
         super().__init__(tmp_path / "run.log")
+        self.options = list(options)
         self.api_port = free_port()
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.mongo_port = free_port()
@@ -65,7 +67,7 @@ class DevRun(ManagedProcess):
         return [self.api_port, *self.gateway_ports, self.mongo_port, self.redis_port]
 
     def start(self) -> DevRun:
-        self._spawn([sys.executable, "-m", "services.cli", "run"], self.env)
+        self._spawn([sys.executable, "-m", "services.cli", "run", *self.options], self.env)
 
         def blocks() -> bool:
             if not self.alive:
@@ -112,6 +114,36 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert "stopped" in log.splitlines()[-1]
         assert "Application shutdown complete" in log  # the api stopped gracefully
         assert "embedded MongoDB closed" in log
+    finally:
+        run.kill()
+
+
+def test_run_with_a_local_redis_cluster(tmp_path: Path) -> None:
+    """`coderoom run --redis-cluster`: six redis-server nodes in cluster mode, the fleet
+    on them (a room's state lands on a cluster node), all stopped on Ctrl-C."""
+    from tests.fleet.classroom import Classroom
+
+    run = DevRun(tmp_path, 2, "--redis-cluster").start()
+    try:
+        log = run.log_text()
+        assert "Redis Cluster, primaries on" in log
+        assert all(f"redis-{i} | " in log for i in range(1, 7))
+        api = f"http://127.0.0.1:{run.api_port}"
+        assert httpx.get(f"{api}/readyz").status_code == 200
+        block = httpx.get(f"{api}/api/code-blocks").json()[0]["id"]
+        urls = [f"ws://127.0.0.1:{p}/ws/rooms" for p in run.gateway_ports]
+
+        async def open_room() -> None:
+            room = Classroom(urls, [block], students=1)
+            await room.start()
+            await room.close()
+
+        asyncio.run(open_room())
+        children = descendants(run.pid)
+        assert run.popen is not None
+        run.popen.send_signal(signal.SIGINT)
+        assert run.popen.wait(scaled(60)) == 0
+        wait_until(lambda: not any(pid_alive(p) for p in children), 5, message="children gone")
     finally:
         run.kill()
 

@@ -8,16 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
-import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.driver_info import DriverInfo
 from starlette.requests import Request
 
 from services.api.block_cache import BlockCache
 from shared.db import MongoGate, op_timeout
 from shared.keys import Keys
+from shared.redisconn import ping, redis_client
 from shared.settings import Settings
 
 
@@ -43,20 +42,19 @@ class Deps:
 
     async def redis_ping(self) -> None:
         async with asyncio.timeout(redis_timeout(self.settings)):
-            await self.redis.ping()
+            await ping(self.redis)
 
 
 def make_redis(settings: Settings) -> Redis:
     # One retry only: enough to survive a connection the server dropped while idle,
     # not enough to multiply the timeout when Redis is down.
-    return Redis.from_url(
-        settings.redis_url,
+    return redis_client(
+        settings,
         decode_responses=True,
         socket_connect_timeout=redis_timeout(settings),
         socket_timeout=redis_timeout(settings),
         retry=Retry(NoBackoff(), 1),
         client_name="coderoom-api",
-        driver_info=DriverInfo(lib_version=redis.__version__),  # see services/gateway/app.py
     )
 
 

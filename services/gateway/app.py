@@ -16,10 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 import orjson
-import redis
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
-from redis.driver_info import DriverInfo
 from redis.retry import Retry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -51,12 +48,13 @@ from services.gateway.resp import Endpoint
 from services.gateway.resync import Resync
 from services.gateway.room import Limits
 from services.gateway.runs import RunRelay
+from services.gateway.shards import ShardRouter
 from services.gateway.solved import SolvedChecks
 from services.gateway.store import RoomStore
-from services.gateway.writer import RedisWriter
 from shared.db import MongoGate, mongo_client, op_timeout
 from shared.documents import RoomSession
 from shared.keys import Keys
+from shared.redisconn import hot_path, redis_client
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("coderoom.gateway")
@@ -79,26 +77,24 @@ class Gateway:
             raise ValueError("TOKEN_SECRET must be set (the same on every gateway)")
         self.settings = settings
         self.metrics = GatewayMetrics()
-        url = settings.redis_url
         # A burst of joins must wait for a connection, not fail: a blocking pool.
-        pool = BlockingConnectionPool.from_url(
-            url,
+        self.redis = redis_client(
+            settings,
+            wait=5,
             max_connections=REDIS_POOL_SIZE,
-            timeout=5,
             socket_timeout=settings.redis_timeout_ms / 1000,
             socket_connect_timeout=settings.redis_timeout_ms / 1000,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             health_check_interval=10,
-            # Without it redis-py reads its own version from the installed packages'
-            # metadata for every new connection (about 1 ms each, in the event loop).
-            driver_info=DriverInfo(lib_version=redis.__version__),
         )
-        self.redis = Redis(connection_pool=pool)
         self.mongo = mongo_client(settings, appname="coderoom-gateway")
         self.gate = MongoGate(self.mongo, settings)
         self.id = gateway_id = settings.effective_gateway_id
         keys = Keys(settings.redis_prefix)
-        endpoint = Endpoint.from_url(url)
+        endpoint = Endpoint.from_url(settings.redis_url)
+        # The hot path's connections, per primary (known nodes are map-reload seeds too).
+        hot = hot_path(settings, known=lambda: [*router.known_nodes(), *relay.known_nodes()])
+        router = ShardRouter(endpoint, hot, settings.redis_timeout_ms / 1000)
         timeout = settings.redis_timeout_ms / 1000
         metrics = self.metrics
         self.background = background = Background()
@@ -128,9 +124,10 @@ class Gateway:
         compactor = Compactor(
             registry, store, catch_up, settings.log_compact_entries, metrics, background
         )
-        # Everything a room writes on the hot path goes through one pipelined connection.
+        # Everything a room writes on the hot path goes through one pipelined connection
+        # per Redis primary.
         self.outbox = outbox = Outbox(
-            RedisWriter(endpoint, timeout),
+            router,
             store,
             gateway_id,
             compactor.on_published,
@@ -159,12 +156,16 @@ class Gateway:
         )
         # The pub/sub connection is the relay's own (it reconnects and resyncs itself, so
         # no message loss is ever hidden by a silent reconnect).
-        self.relay = Relay(
+        self.relay = relay = Relay(
             endpoint,
+            hot,
             keys.relay_hello,
             subscriptions,
             follower.on_message,
-            resync.resync_all,
+            lambda lost, suspect: resync.resync_rooms(
+                {b for c in lost if (b := keys.room_from_channel(c)) is not None},
+                frozenset(b for c in suspect if (b := keys.room_from_channel(c)) is not None),
+            ),
             connect_timeout=timeout,
         )
         limits = Limits(

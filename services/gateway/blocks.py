@@ -146,7 +146,12 @@ class BlockSource:
 
     async def _from_redis(self, ids: list[str]) -> dict[str, Block | None]:
         try:
-            raws = await self._redis.mget([self._keys.block_copy(i) for i in ids])
+            # GETs in one non-transactional pipeline, not MGET: the copies carry their
+            # rooms' hash tags (other slots on a cluster; one round trip per shard).
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for block_id in ids:
+                    pipe.get(self._keys.block_copy(block_id))
+                raws = await pipe.execute()
         except RedisError as exc:
             log.warning("block copies unreadable (%s); asking MongoDB", exc)
             return {}

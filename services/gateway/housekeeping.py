@@ -61,6 +61,11 @@ class Housekeeper:
         self._interval = interval
         self._dead_after_ms = int(dead_after * 1000)
         self._run_id: str | None = None
+        # Since when this gateway's own heartbeats have gone through without a break:
+        # while Redis (or the shard holding the heartbeats, during a cluster failover) was
+        # unreachable, nobody could heartbeat, so no one is reaped until every gateway
+        # had ``dead_after`` to heartbeat again.
+        self._healthy_since: float | None = None
         self._ticks = 0
         self._task: asyncio.Task[None] | None = None
         self.redis_ok = False
@@ -93,12 +98,15 @@ class Housekeeper:
                 if self.redis_ok:
                     log.error("housekeeping: redis unavailable: %s", exc)
                 self.redis_ok = False
+                self._healthy_since = None
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def tick(self) -> None:
         await self.redis.zadd(self.keys.gateways, {self.id: now_ms()})
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
         info = await self.redis.info("server")
         run_id = str(info.get("run_id", ""))
         if self._run_id is not None and run_id != self._run_id:
@@ -109,7 +117,8 @@ class Housekeeper:
         self._ticks += 1
         if self._ticks % CHECK_ROOMS_EVERY == 0:
             await self._resync.check_rooms()
-        await self.reap()
+        if time.monotonic() - self._healthy_since >= self._dead_after_ms / 1000:
+            await self.reap()
         await self.sweep()
 
     async def reap(self) -> None:

@@ -1,10 +1,12 @@
 """Everything a gateway writes to Redis on the hot path, coalesced per tick.
 
 Students' updates are queued per room, awareness per channel. Once per event-loop tick
-everything queued is written to one pipelined connection (``writer.RedisWriter``): one
+everything queued is written to the shard router (``shards.ShardRouter``: one pipelined
+connection per Redis primary, one in all on a single Redis): one
 EVALSHA per room with the room's updates merged (at most ``MAX_BATCH`` per log entry:
 pycrdt's memory to apply an update grows with the square of its consecutive items, and
-``merge_updates`` does not squash keystrokes), one PUBLISH per awareness message. A room
+``merge_updates`` does not squash keystrokes), one PUBLISH (SPUBLISH on a cluster) per
+awareness message. A room
 has at most one batch in flight; what arrives meanwhile forms the next, larger batch, so
 a slow Redis gets fewer, bigger writes instead of a queue of small ones.
 
@@ -24,9 +26,8 @@ from typing import Any
 from pycrdt import merge_updates
 
 from services.gateway.resp import encode_command, reconnect_delay
-from services.gateway.scripts import PUBLISH
+from services.gateway.shards import ShardRouter
 from services.gateway.store import RoomStore
-from services.gateway.writer import RedisWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class _Queue:
 class Outbox:
     def __init__(
         self,
-        writer: RedisWriter,
+        writer: ShardRouter,
         store: RoomStore,
         gateway_id: str,
         on_published: Published,
@@ -152,7 +153,7 @@ class Outbox:
             if self._reconnecting is None or self._reconnecting.done():
                 self._reconnecting = asyncio.create_task(self._reconnect())
             return
-        out: list[tuple[bytes, Callable[[Any], None]]] = []
+        out: list[tuple[str, bytes, Callable[[Any], None]]] = []
         for block_id, queue in list(self._rooms.items()):
             if queue.held or queue.in_flight or not queue.updates:
                 continue
@@ -172,11 +173,13 @@ class Outbox:
             )
             queue.in_flight = True
             self._in_flight += 1
-            out.append((command, self._on_reply(block_id, queue, batch, authors)))
+            key = self._store.room_keys(block_id).state  # routes the batch to the room's shard
+            out.append((key, command, self._on_reply(block_id, queue, batch, authors)))
         awareness, self._awareness = self._awareness, []
         for channel, data in awareness:
             self._in_flight += 1
-            out.append((encode_command("PUBLISH", channel, data), self._on_published_awareness))
+            publish = encode_command(self._pipe.publish_command, channel, data)
+            out.append((channel, publish, self._on_published_awareness))
         if out:
             self._pipe.send_many(out)
         self._check_idle()
@@ -191,7 +194,7 @@ class Outbox:
                 queue.updates[:0] = batch
                 queue.authors[:0] = authors
                 if "NOSCRIPT" in str(reply):
-                    self._load_script()
+                    self._load_script(block_id)
                 elif not isinstance(reply, ConnectionError):
                     log.warning("publish to room %s failed: %s", block_id, reply)
                     self._hold(block_id, queue)
@@ -228,8 +231,9 @@ class Outbox:
             log.debug("awareness publish failed: %s", reply)
         self._check_idle()
 
-    def _load_script(self) -> None:
-        """Redis forgot the script (a restart): load it; queued batches follow it."""
+    def _load_script(self, block_id: str) -> None:
+        """Redis forgot the script (a restart, a new primary): load it on the room's
+        shard; queued batches follow it."""
         if self._loading_script:
             return
         self._loading_script = True
@@ -240,7 +244,8 @@ class Outbox:
                 log.warning("loading the publish script failed: %s", reply)
             self._schedule()
 
-        self._pipe.send(encode_command("SCRIPT", "LOAD", PUBLISH), loaded)
+        key = self._store.room_keys(block_id).state
+        self._pipe.send(key, encode_command("SCRIPT", "LOAD", self._store.publish_script), loaded)
 
     async def _reconnect(self) -> None:
         failures = 0

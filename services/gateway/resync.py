@@ -67,11 +67,18 @@ class Resync:
 
     async def resync_all(self) -> None:
         """After the pub/sub connection came back: re-register and catch up every room."""
+        await self.resync_rooms(None)
+
+    async def resync_rooms(
+        self, block_ids: set[str] | None, suspect: frozenset[str] = frozenset()
+    ) -> None:
+        """The same for the rooms whose subscription was interrupted (None: every room);
+        ``suspect``: rooms whose primary failed over (their state may have lost writes)."""
         for block_id, handle, core in self._registry.live():
-            if handle.closed:  # while an earlier room was resynced
+            if handle.closed or (block_ids is not None and block_id not in block_ids):
                 continue
             try:
-                await self._resync(block_id, handle, core)
+                await self._resync(block_id, handle, core, block_id in suspect)
             except RedisError as exc:
                 handle.needs_resync = True  # housekeeping tries again
                 log.warning("resync of %s failed: %s", block_id, exc)
@@ -82,7 +89,9 @@ class Resync:
             if handle.needs_resync and not handle.closed:
                 await self._resync(block_id, handle, core)
 
-    async def _resync(self, block_id: str, handle: RoomHandle, core: RoomCore) -> None:
+    async def _resync(
+        self, block_id: str, handle: RoomHandle, core: RoomCore, suspect: bool = False
+    ) -> None:
         self._metrics.resyncs.inc()
         handle.needs_resync = False
         members = [(m.id, _LETTER[m.role], m.client_id) for m in core.members.values()]
@@ -93,6 +102,9 @@ class Resync:
             new_epoch=secrets.token_hex(8),
             snapshot=core.full_update(),
             members=members,
+            epoch=core.epoch,
+            applied_seq=core.applied_seq,
+            suspect=suspect,
         )
         if status == "closed":
             self._registry.dismiss(block_id, handle, "mentor-left")
@@ -152,6 +164,8 @@ class Resync:
                 self._registry.dismiss(block_id, handle, "mentor-left")
             elif epoch.decode() != core.epoch:
                 handle.needs_resync = True
+            elif int(seq) < core.applied_seq:
+                handle.needs_resync = True  # a failover lost writes this gateway applied
             elif int(seq) > core.applied_seq:
                 self._background.spawn(self._catch_up.run(handle))
             else:

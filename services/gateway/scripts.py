@@ -221,28 +221,47 @@ return out
 """
 )
 
-# After a lost Redis connection (or a Redis restart): put this gateway's members back.
-# ARGV: session, now ms, new epoch, snapshot (the gateway's whole document), then
-# triples member id, role letter, client id. Returns {'ok', epoch, mentor_away} or
-# {'closed'} when the room has another session now.
+# After a lost Redis connection (or a Redis restart, a failover): put this gateway's
+# members back. ARGV: session, now ms, new epoch, snapshot (the gateway's whole document),
+# the epoch and seq this gateway applied, suspect ('1': the room's primary failed over, so
+# the state may lack acknowledged writes), then triples member id, role letter, client
+# id. The state is re-seeded (new epoch, this document as the snapshot) when it is
+# missing, or when it is the epoch this gateway knows but behind what it applied or
+# suspect (docs/cluster.md, "Failover"): the first gateway to come re-seeds, the others
+# then see another epoch and publish what the new state lacks. Returns
+# {'ok', epoch, mentor_away} or {'closed'} when the room has another session now.
 RESYNC = (
     _COUNTS
     + """
 local session = redis.call('HGET', KEYS[1], 'session')
+local reseed = false
 if not session then
   if redis.call('GET', KEYS[6]) == ARGV[1] then return {'closed'} end
-  redis.call('DEL', KEYS[2], KEYS[3])
+  reseed = true
+elseif session ~= ARGV[1] then
+  return {'closed'}
+else
+  local st = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  if st[1] == ARGV[5] and (ARGV[7] == '1' or tonumber(st[2] or '0') < tonumber(ARGV[6])) then
+    reseed = true
+  end
+end
+if reseed then
+  -- Presence versions only grow (gateways drop an older P): continue above anything
+  -- seen, even when the old state is gone (restart) or behind (failover).
+  local pv = tonumber(redis.call('HGET', KEYS[1], 'pv') or '0') + 1
+  if pv < tonumber(ARGV[2]) then pv = ARGV[2] end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'pv', pv)
   redis.call('HSET', KEYS[1], 'session', ARGV[1], 'epoch', ARGV[3], 'opened_at', ARGV[2],
     'mentor', '', 'n_mentor', 0, 'n_student', 0, 'n_watcher', 0, 'peak_students', 0,
     'seq', 0, 'snap_seq', 0, 'doc_bytes', string.len(ARGV[4]), 'solved', 0,
     'solved_seq', 0, 'ever_solved', 0, 'hist_bytes', 0, 'hist_cut', 0)
   redis.call('SET', KEYS[4], ARGV[4])
   redis.call('XADD', KEYS[7], '*', 'k', 'r', 'd', ARGV[4])
-elseif session ~= ARGV[1] then
-  return {'closed'}
 end
 local mentor = redis.call('HGET', KEYS[1], 'mentor') or ''
-for i = 5, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local letter = ARGV[i + 1]
   if redis.call('HSETNX', KEYS[2], ARGV[i], letter .. ARGV[i + 2]) == 1 then
     redis.call('HINCRBY', KEYS[1], ROLE_FIELD[letter], 1)

@@ -105,6 +105,12 @@ class RoomStore:
         """SHA1 of the PUBLISH script (the outbox pipelines it with EVALSHA)."""
         return str(self._publish.sha)
 
+    @property
+    def publish_script(self) -> str:
+        """The PUBLISH script's text as registered (sharded on a cluster: SPUBLISH)."""
+        script = self._publish.script
+        return script.decode() if isinstance(script, bytes) else str(script)
+
     def _k(self, block_id: str) -> list[str]:
         return self.keys.room(block_id).as_list()
 
@@ -196,8 +202,13 @@ class RoomStore:
         new_epoch: str,
         snapshot: bytes,
         members: list[tuple[str, str, str]],
+        epoch: str = "",
+        applied_seq: int = 0,
+        suspect: bool = False,
     ) -> tuple[str, str, bool]:
-        args: list[Any] = [session, now_ms, new_epoch, snapshot]
+        """RESYNC: ``epoch``/``applied_seq`` are what this gateway holds; ``suspect``: the
+        room's primary failed over (re-seed unless another gateway already did)."""
+        args: list[Any] = [session, now_ms, new_epoch, snapshot, epoch, applied_seq, int(suspect)]
         for member_id, letter, client in members:
             args += [member_id, letter, client]
         r = await self._resync(keys=self._k(block_id), args=args)

@@ -21,8 +21,8 @@ from tests.deploy import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-TREES = ["base", "overlays/dev", "overlays/prod"]
-OVERLAYS = ["overlays/dev", "overlays/prod"]
+TREES = ["base", "overlays/dev", "overlays/prod", "overlays/prod-cluster"]
+OVERLAYS = ["overlays/dev", "overlays/prod", "overlays/prod-cluster"]
 # Oldest Kubernetes we promise, and a current one.
 K8S_VERSIONS = ["1.30", "1.34"]
 SETTINGS = {name.upper() for name in Settings.model_fields}
@@ -313,6 +313,30 @@ def test_dev_uses_in_cluster_replica_set() -> None:
         assert find(resources, "StatefulSet", name)["spec"]["volumeClaimTemplates"]
 
 
+def test_prod_cluster_points_every_service_at_a_redis_cluster() -> None:
+    """overlays/prod-cluster: the api, the gateways and the seed job all read the cluster
+    settings from the one ConfigMap (REDIS_URL, from the Secret, is a seed node)."""
+    resources = rendered("overlays/prod-cluster")
+    config = next(r for r in resources if r["kind"] == "ConfigMap")
+    assert config["data"]["REDIS_CLUSTER"] == "true"
+    assert config["data"]["REDIS_CLUSTER_NODES"]
+    settings = load_settings(
+        redis_url="rediss://:pw@seed.example.net:6380/0",
+        redis_cluster=config["data"]["REDIS_CLUSTER"],
+        redis_cluster_nodes=config["data"]["REDIS_CLUSTER_NODES"],
+    )
+    assert settings.redis_cluster and len(settings.redis_cluster_nodes) == 2
+    for kind in ("Deployment", "Job"):
+        for workload in (r for r in resources if r["kind"] == kind):
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                refs = [
+                    e["configMapRef"]["name"]
+                    for e in container.get("envFrom", [])
+                    if "configMapRef" in e
+                ]
+                assert refs == [config["metadata"]["name"]], workload["metadata"]["name"]
+
+
 def test_prod_secret_holds_only_marked_placeholders() -> None:
     resources = rendered("overlays/prod")
     secrets = [r for r in resources if r["kind"] == "Secret"]
@@ -355,7 +379,10 @@ def test_every_container_is_locked_down(tree: str) -> None:
         mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
         assert "/tmp" in mounts, where
         checked += 1
-    assert checked == {"base": 3, "overlays/dev": 5, "overlays/prod": 3}[tree]
+    assert (
+        checked
+        == {"base": 3, "overlays/dev": 5, "overlays/prod": 3, "overlays/prod-cluster": 3}[tree]
+    )
 
 
 @pytest.mark.parametrize("tree", TREES)
@@ -461,6 +488,7 @@ def test_images_per_overlay() -> None:
     for tree, expected in (
         ("overlays/dev", "coderoom:dev"),
         ("overlays/prod", "registry.example.com/coderoom/coderoom:0.1.0"),
+        ("overlays/prod-cluster", "registry.example.com/coderoom/coderoom:0.1.0"),
     ):
         images = {c["image"] for _, c in containers(rendered(tree)) if is_app(c)}
         assert images == {expected}

@@ -14,7 +14,7 @@ import redis
 
 from shared.protocol import CloseCode
 from tests.fleet.classroom import Classroom
-from tests.fleet.conftest import Blocks, own_fleet
+from tests.fleet.conftest import Blocks, engine_redis, fleet_env, own_fleet
 from tests.infra import Fleet, scaled, scrape
 from tests.yclient import RoomClient, close_all, join, wait_for
 
@@ -31,9 +31,15 @@ def urls(fleet: Fleet) -> list[str]:
     return [g.ws_url + "/ws/rooms" for g in fleet.gateways]
 
 
+# The gateway faults (kill -9 and its reaping, SIGTERM) run on a single Redis and on the
+# session's Redis Cluster (tests/fleet/conftest.py); the Redis faults are single-Redis.
+ENGINES = ("single", "cluster")
+
+
 @pytest.fixture
-def fleet3(tmp_path: Path) -> Iterator[Fleet]:
-    with own_fleet(tmp_path, gateways=3, **FAULT_ENV) as fleet:
+def fleet3(tmp_path: Path, request: pytest.FixtureRequest, engine: str) -> Iterator[Fleet]:
+    redis = engine_redis(request, engine) if engine == "cluster" else None
+    with Fleet(tmp_path, gateways=3, env=fleet_env(FAULT_ENV), redis=redis) as fleet:
         yield fleet
 
 

@@ -1,8 +1,10 @@
 """Room behaviour with clients spread over two real gateway processes and a real Redis.
 
-Each numbered behaviour of the rooms issue has a test here: join and the atomic mentor
-election, editing, read-only roles, presence and awareness, solved, the mentor leaving
-(grace, resume token), the session archive and the lobby's live status.
+Every test runs twice, on a single ``redis-server`` and on a Redis Cluster (``ENGINES``,
+tests/fleet/conftest.py). Each numbered behaviour of the rooms issue has a test here:
+join and the atomic mentor election, editing, read-only roles, presence and awareness,
+solved, the mentor leaving (grace, resume token), the session archive and the lobby's
+live status.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tests.infra import Fleet, scaled
 from tests.yclient import RoomClient, close_all, join, wait_for
 
 pytestmark = [pytest.mark.fleet]
+# Every test here runs on a single Redis and on a 3-primary Redis Cluster (conftest).
+ENGINES = ("single", "cluster")
 
 
 async def mentor_two_students_watcher(gw: list[str], block_id: str) -> list[RoomClient]:

@@ -10,10 +10,11 @@ from redis.asyncio import Redis
 
 from services.gateway.outbox import Outbox
 from services.gateway.resp import Endpoint
+from services.gateway.shards import ShardRouter
 from services.gateway.store import RoomStore
-from services.gateway.writer import RedisWriter
 from services.gateway.ydoc import template_update
 from shared.keys import Keys
+from shared.redisconn import PLAIN, HotPath, SlotMap
 from tests.infra import RedisServer, await_until, unique_name
 
 Published = tuple[str, str, int]
@@ -56,12 +57,16 @@ async def _open(store: RoomStore, session: str) -> None:
     )
 
 
+async def _one_server() -> SlotMap:
+    return SlotMap.single()
+
+
 @pytest.mark.parametrize("hold", [True, False])
 async def test_a_batch_for_a_lost_room_is_held_or_dropped(
     store: RoomStore, redis_server: RedisServer, hold: bool
 ) -> None:
     room = Room(hold)
-    writer = RedisWriter(Endpoint.from_url(redis_server.url))
+    writer = ShardRouter(Endpoint.from_url(redis_server.url), HotPath(_one_server, PLAIN))
     outbox = Outbox(writer, store, "gw", room.on_published, room.on_lost)
     session = "s" * 24
     try:

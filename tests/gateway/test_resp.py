@@ -27,6 +27,7 @@ from services.gateway.resp import (
 )
 from services.gateway.writer import RedisWriter
 from shared.keys import Keys
+from shared.redisconn import hot_path
 from shared.settings import load_settings
 from tests.infra import LOCALHOST, RedisServer, await_until, scaled, unique_name, wait_until
 
@@ -245,12 +246,15 @@ async def test_relay_subscribes_under_the_prefix_and_resubscribes_after_a_kill(
     messages: list[tuple[str, bytes]] = []
     reconnects = asyncio.Event()
 
-    async def on_reconnect() -> None:
+    async def on_reconnect(channels: set[str], suspect: set[str]) -> None:
+        assert not suspect
+        assert channels == {channel}
         reconnects.set()
 
     subscriptions = Subscriptions()
     relay = Relay(
         Endpoint(port=server.port, password=PASSWORD),
+        hot_path(load_settings()),
         keys.relay_hello,
         subscriptions,
         lambda ch, data: messages.append((ch, data)),

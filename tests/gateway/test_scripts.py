@@ -180,6 +180,41 @@ async def test_resync_recreates_a_lost_room_but_not_a_closed_one(store: RoomStor
     assert gone[0] == "closed"
 
 
+async def test_resync_reseeds_a_state_behind_or_suspect_after_a_failover(store: RoomStore) -> None:
+    """docs/cluster.md, "Failover": a promoted replica may hold the room's state without
+    the last writes a gateway applied (seq behind), or the gateway knows the primary
+    failed over (suspect). The first gateway to resync re-seeds; a later one, which knows
+    the old epoch, does not re-seed again."""
+    j = await join(store, "g/1", "m")
+    session = j.session  # type: ignore[attr-defined]
+    loaded = await store.load("b")
+    assert isinstance(loaded, Loaded)
+    epoch = loaded.epoch
+
+    async def resync(new: str, known: str, applied: int, suspect: bool) -> str:
+        status, now, _ = await store.resync(
+            "b",
+            session=session,
+            now_ms=1,
+            new_epoch=new,
+            snapshot=template_update("x"),
+            members=[("g/1", "m", "m")],
+            epoch=known,
+            applied_seq=applied,
+            suspect=suspect,
+        )
+        assert status == "ok"
+        return now
+
+    assert await resync("e1", epoch, loaded.seq, False) == epoch  # up to date: kept
+    assert await resync("e2", epoch, loaded.seq + 3, False) == "e2"  # behind: re-seeded
+    reseeded = await store.load("b")
+    assert isinstance(reseeded, Loaded)
+    assert reseeded.presence.version > loaded.presence.version  # versions only grow
+    assert await resync("e3", "e2", 0, True) == "e3"  # failed over: re-seeded
+    assert await resync("e4", "e2", 0, True) == "e3"  # another epoch already: kept
+
+
 async def test_solved_flag_flips_once_per_match_in_sequence_order(store: RoomStore) -> None:
     j = await join(store, "g/1", "m")
     session = j.session  # type: ignore[attr-defined]
