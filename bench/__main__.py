@@ -10,7 +10,8 @@ Environment (all optional):
   CAPWIDE_PINS   capacity-wide placements (default "0:1 -": servers on core 0, then unpinned)
   CAPWIDE_P99_MS the p99 a step must stay under (default 50)
   YWS_ADAPTER  load generator client for coderoom/ywebsocket (default yws; yws-raw is cheap)
-  TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four)
+  TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four);
+               also coderoom-cluster: the same gateways on a local 3+3 Redis Cluster
   QUICK=1      short windows (smoke run); results get a "-quick" suffix, README untouched
   REPEAT       runs per traffic scenario and target (default 3 with --compare, else 1)
   REPEAT_IDLE  runs per idle scenario and target (default 1)
@@ -47,7 +48,15 @@ from bench.machine import busy_pct, describe, machine_line
 from bench.procs import Procs
 from bench.runner import Runner, capacity, say, split
 from bench.scenarios import ALL, MATRIX, OPTIONAL, capacity_step, parse_list, scenario
-from bench.targets import PEER_NAMES, Coderoom, Peer, RedisServer, install_peers
+from bench.targets import (
+    PEER_NAMES,
+    Coderoom,
+    CoderoomCluster,
+    Peer,
+    RedisCluster,
+    RedisServer,
+    install_peers,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -93,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = ["coderoom"]
     if args.compare:
         targets = parse_list(
-            env.get("TARGETS"), ("coderoom", *PEER_NAMES), ("coderoom", *PEER_NAMES)
+            env.get("TARGETS"),
+            ("coderoom", *PEER_NAMES),
+            ("coderoom", "coderoom-cluster", *PEER_NAMES),
         )
     repeat = int(env.get("REPEAT", "3" if args.compare else "1"))
     repeat_idle = int(env.get("REPEAT_IDLE", "1"))
@@ -130,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         runner = Runner(peers, raw)
         coderoom: Coderoom | None = None
         notes: list[str] = []
-        needs_coderoom = "coderoom" in targets
+        needs_coderoom = "coderoom" in targets or "coderoom-cluster" in targets
+        on_cluster: CoderoomCluster | None = None
         if needs_coderoom:
             coderoom = Coderoom(procs, redis_server, scratch)
             code = env.get("BENCH_CODE", "HEAD")
@@ -159,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stdout)
                 say("nothing measured; fix the gateway or set BENCH_CODE to a working commit")
                 return 2
-        peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p != "coderoom"}
+        if coderoom is not None and "coderoom-cluster" in targets:
+            on_cluster = CoderoomCluster(coderoom, RedisCluster(procs))
+            say(f"local Redis Cluster (3 primaries + 3 replicas) on {on_cluster.cluster_ports}")
+        peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p in PEER_NAMES}
 
         matrix = [s for s in wanted if s in MATRIX]
         rounds = max([repeat if not scenario(s).idle else repeat_idle for s in matrix] or [0])
@@ -169,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 if k > (repeat_idle if scen.idle else repeat):
                     continue
                 for t in targets:
-                    target: Any = coderoom if t == "coderoom" else peer_objs[t]
+                    target: Any = {"coderoom": coderoom, "coderoom-cluster": on_cluster}.get(
+                        t
+                    ) or peer_objs.get(t)
                     if target is None:
                         continue
                     label = f"{t}/{sc}" + (f"#{k}" if rounds > 1 else "")
@@ -177,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         wait_quiet(quiet_wait)
                         running = target.start()
                         kw: dict[str, Any] = {"tags": {"repeat": k}}
-                        if t == "coderoom":
+                        if t.startswith("coderoom"):
                             kw["rooms_file"] = target.rooms_file
                         runner.run(target, running, scen, label, **kw)
                     except Exception as exc:  # noted in the results; the matrix goes on
@@ -207,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes + runner.failures,
             "elapsed_s": time.monotonic() - t0,
             "quick": quick,
-            "readme": args.compare and not quick,
+            # The README's side-by-side only from a run with a peer in it.
+            "readme": args.compare and not quick and any(t in PEER_NAMES for t in targets),
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "results": runner.results,
         }

@@ -69,6 +69,11 @@ def row(r: JSON) -> JSON:
         "srv_rss_peak": srv.get("rss_mb_peak"),
         "kb_per_conn": srv.get("kb_per_connection"),
         "redis_cpu_pct": aux.get("cpu_pct_of_core_measure"),
+        "redis_busiest_ms_1k": (
+            round(max(a["cpu_s"] for a in r["auxEach"]) * 1e6 / observed, 1)
+            if observed and r.get("auxEach")
+            else None
+        ),
         "redis_rss_end": aux.get("rss_mb_measure_end"),
         "loadgen_cpu_pct": _get(r, "loadgen.cpu_pct_of_core_measure"),
         "loadgen_el_p99": _get(r, "loadgen.event_loop_delay_ms.p99"),
@@ -160,6 +165,7 @@ TRAFFIC_COLS: list[Col] = [
     ("fleet CPU ms/1k (+Redis)", lambda m: m["fleet_ms_1k"], 0),
     ("srv RSS end MB", lambda m: m["srv_rss_end"], 0),
     ("redis CPU %", lambda m: m["redis_cpu_pct"], 0),
+    ("busiest Redis ms/1k (whole run)", lambda m: m["redis_busiest_ms_1k"], 1),
     ("loadgen CPU %", lambda m: m["loadgen_cpu_pct"], 0),
     ("loadgen EL p99 ms", lambda m: m["loadgen_el_p99"], 0),
     ("other CPU % (max)", lambda m: m["other_cpu_pct"], 0),

@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 
 from bench import looplag
 from bench.pinning import from_env as pin_from_env
-from bench.procs import http_get
+from bench.procs import cpu_seconds, http_get
 from bench.scenarios import Scenario, capacity_step, join_probe, split_scenario
 from bench.targets import Coderoom, RedisServer, Running
 
@@ -161,7 +161,15 @@ class Runner:
     def run(self, target: Target, running: Running, scen: Scenario, label: str, **kw: Any) -> JSON:
         say(f"== {label}: {scen.clients} clients, rate {scen.rate:g}, window {scen.duration:g}s")
         before = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
+        aux_before = {pid: cpu_seconds(pid) for pid in running.aux_pids}
         result = self.wait(self.spawn(target, running, scen, label, **kw))
+        # Each aux process (Redis, or every node of a cluster) on its own, whole run: the
+        # busiest one says whether a cluster really splits the load.
+        result["auxEach"] = [
+            {"pid": pid, "cpu_s": round(used - start, 3)}
+            for pid, start in aux_before.items()
+            if start is not None and (used := cpu_seconds(pid)) is not None
+        ]
         if running.metrics_urls:
             after = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
             result["loopLag"] = lag = looplag.summary(before, after)  # connect + warmup included

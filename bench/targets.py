@@ -9,6 +9,7 @@ peers' bench.sh does; MongoDB (coderoom only) stays up for the whole bench.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,6 +67,39 @@ class RedisServer:
         return str(self.client.info("server").get("redis_version", "?"))
 
 
+class RedisCluster:
+    """A local 3-primary + 3-replica Redis Cluster (services/devcluster.py), for the
+    ``coderoom-cluster`` target: the same gateways, pointed at the cluster."""
+
+    def __init__(self, procs: Procs) -> None:
+        from services import devcluster
+
+        self.ports = devcluster.node_ports()
+        self.nodes: list[Proc] = []
+        for port in self.ports:
+            argv = devcluster.node_argv(port, procs.logs / f"redis-cluster-{port}")
+            self.nodes.append(procs.start(f"redis-cluster-{port}", argv))
+        for node, port in zip(self.nodes, self.ports, strict=True):
+            node.wait_port(port)
+        subprocess.run(devcluster.create_argv(self.ports), capture_output=True, check=True)
+        devcluster.wait_ok(self.ports, timeout=30)
+        self.env = devcluster.env(self.ports)
+        self.clients = [redis.Redis(port=p, socket_timeout=10) for p in self.ports]
+
+    @property
+    def url(self) -> str:
+        return self.env["REDIS_URL"]
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.pid for n in self.nodes]
+
+    def flush(self) -> None:
+        for client in self.clients:  # replicas refuse writes: their primary flushes them
+            with contextlib.suppress(redis.RedisError):
+                client.flushall()
+
+
 class Coderoom:
     """Embedded MongoDB + seeded blocks (started once) and 2 gateways (fresh per run)."""
 
@@ -86,6 +120,7 @@ class Coderoom:
         self.join_file = work / "join-room.txt"
         self.src = ROOT
         self.commit = "working tree"
+        self.cluster: RedisCluster | None = None  # set: the gateways use this cluster
 
     def cli(self, *args: str) -> list[str]:
         """argv of `coderoom ARGS` run from `self.src`, as the Python process itself."""
@@ -131,9 +166,10 @@ class Coderoom:
 
     def env(self, port: int, index: int) -> dict[str, str]:
         return {
+            **(self.cluster.env if self.cluster else {}),
             "HOST": "127.0.0.1",
             "PORT": str(port),
-            "REDIS_URL": self.redis.url,
+            "REDIS_URL": self.cluster.url if self.cluster else self.redis.url,
             "MONGODB_URL": self.mongodb_url,
             "TOKEN_SECRET": "bench-secret-not-for-production-0123456789",
             "MAX_CONNECTIONS_PER_IP": "0",
@@ -146,7 +182,7 @@ class Coderoom:
     # --- per run ----------------------------------------------------------------------
     def start(self, gateways: int | None = None) -> Running:
         self.stop()
-        self.redis.flush()
+        (self.cluster or self.redis).flush()
         self.ports = [free_port() for _ in range(gateways or self.count)]
         for i, port in enumerate(self.ports, start=1):
             proc = self.procs.start(
@@ -158,7 +194,7 @@ class Coderoom:
         return Running(
             urls=[f"ws://127.0.0.1:{p}/ws/rooms" for p in self.ports],
             server_pids=[g.pid for g in self.gateways],
-            aux_pids=[self.redis.proc.pid],
+            aux_pids=self.cluster.pids if self.cluster else [self.redis.proc.pid],
             metrics_urls=[f"http://127.0.0.1:{p}/metrics" for p in self.ports],
         )
 
@@ -166,6 +202,20 @@ class Coderoom:
         for proc in self.gateways:
             self.procs.stop(proc)
         self.gateways = []
+
+
+class CoderoomCluster(Coderoom):
+    """The same gateways and blocks as ``coderoom``, on a local 3+3 Redis Cluster."""
+
+    name = "coderoom-cluster"
+
+    def __init__(self, base: Coderoom, cluster: RedisCluster) -> None:
+        super().__init__(base.procs, base.redis, base.work, base.count)
+        self.mongo, self.mongodb_url = base.mongo, base.mongodb_url
+        self.rooms_file, self.join_file = base.rooms_file, base.join_file
+        self.src, self.commit = base.src, base.commit
+        self.cluster = cluster
+        self.cluster_ports = cluster.ports
 
 
 def _healthy(port: int) -> bool:

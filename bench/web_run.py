@@ -19,7 +19,8 @@ import tempfile
 import urllib.request
 from typing import Any
 
-from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.infra import find_chromium
+from tests.web.browser import CHROMIUM_ARGS
 
 SLUGS = {"JavaScript": "array-methods", "Python": "fizzbuzz-python"}
 
@@ -42,7 +43,7 @@ def measure(pw: Any, base: str, block_id: str) -> dict[str, float]:
     # would not keep Pyodide's 9.6 MB wasm, a disk cache does.
     with tempfile.TemporaryDirectory(prefix="coderoom-bench-") as profile:
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS
+            profile, executable_path=find_chromium(), args=CHROMIUM_ARGS
         )
         try:
             return _measure(context, base, block_id)
