@@ -11,7 +11,8 @@ Environment (all optional):
   CAPWIDE_P99_MS the p99 a step must stay under (default 50)
   YWS_ADAPTER  load generator client for coderoom/ywebsocket (default yws; yws-raw is cheap)
   TARGETS      --compare only: coderoom socketio hocuspocus ywebsocket (default: all four);
-               also coderoom-cluster: the same gateways on a local 3+3 Redis Cluster
+               also coderoom-cluster: the same gateways on a local Redis Cluster of 3
+               primaries with BENCH_CLUSTER_REPLICAS replicas each (default 1)
   QUICK=1      short windows (smoke run); results get a "-quick" suffix, README untouched
   REPEAT       runs per traffic scenario and target (default 3 with --compare, else 1)
   REPEAT_IDLE  runs per idle scenario and target (default 1)
@@ -172,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                 say("nothing measured; fix the gateway or set BENCH_CODE to a working commit")
                 return 2
         if coderoom is not None and "coderoom-cluster" in targets:
-            on_cluster = CoderoomCluster(coderoom, RedisCluster(procs))
-            say(f"local Redis Cluster (3 primaries + 3 replicas) on {on_cluster.cluster_ports}")
+            replicas = int(env.get("BENCH_CLUSTER_REPLICAS", "1"))
+            on_cluster = CoderoomCluster(coderoom, RedisCluster(procs, replicas))
+            say(
+                f"local Redis Cluster (3 primaries, {replicas} replica each) on {on_cluster.cluster_ports}"
+            )
         peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p in PEER_NAMES}
 
         matrix = [s for s in wanted if s in MATRIX]

@@ -68,20 +68,24 @@ class RedisServer:
 
 
 class RedisCluster:
-    """A local 3-primary + 3-replica Redis Cluster (services/devcluster.py), for the
+    """A local Redis Cluster of 3 primaries, each with ``replicas`` replicas
+    (``BENCH_CLUSTER_REPLICAS``, default 1; services/devcluster.py), for the
     ``coderoom-cluster`` target: the same gateways, pointed at the cluster."""
 
-    def __init__(self, procs: Procs) -> None:
+    def __init__(self, procs: Procs, replicas: int = 1) -> None:
         from services import devcluster
 
-        self.ports = devcluster.node_ports()
+        self.replicas = replicas  # per primary; 0: three primaries alone, like the single Redis
+        self.ports = devcluster.node_ports(3 * (1 + replicas))
         self.nodes: list[Proc] = []
         for port in self.ports:
             argv = devcluster.node_argv(port, procs.logs / f"redis-cluster-{port}")
             self.nodes.append(procs.start(f"redis-cluster-{port}", argv))
         for node, port in zip(self.nodes, self.ports, strict=True):
             node.wait_port(port)
-        subprocess.run(devcluster.create_argv(self.ports), capture_output=True, check=True)
+        create = devcluster.create_argv(self.ports)
+        create[create.index("--cluster-replicas") + 1] = str(replicas)
+        subprocess.run(create, capture_output=True, check=True)
         devcluster.wait_ok(self.ports, timeout=30)
         self.env = devcluster.env(self.ports)
         self.clients = [redis.Redis(port=p, socket_timeout=10) for p in self.ports]
