@@ -175,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         if coderoom is not None and "coderoom-cluster" in targets:
             replicas = int(env.get("BENCH_CLUSTER_REPLICAS", "1"))
             on_cluster = CoderoomCluster(coderoom, RedisCluster(procs, replicas))
-            say(
-                f"local Redis Cluster (3 primaries, {replicas} replica each) on {on_cluster.cluster_ports}"
-            )
+            ports = on_cluster.cluster_ports
+            say(f"local Redis Cluster (3 primaries, {replicas} replica each) on {ports}")
         peer_objs = {p: Peer(p, procs, redis_server, peers) for p in targets if p in PEER_NAMES}
 
         matrix = [s for s in wanted if s in MATRIX]
