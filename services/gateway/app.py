@@ -25,7 +25,8 @@ from websockets.http11 import Request, Response
 
 from services.gateway.admission import ROOM_PATH, Admission, AdmissionPolicy
 from services.gateway.archive import Archiver
-from services.gateway.archive_queue import ArchiveQueue, Drainer
+from services.gateway.archive_drainer import Drainer
+from services.gateway.archive_queue import ArchiveQueue
 from services.gateway.background import Background
 from services.gateway.blocks import BlockSource
 from services.gateway.catchup import CatchUp

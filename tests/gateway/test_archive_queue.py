@@ -16,7 +16,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
 from services.gateway.archive import Archiver
-from services.gateway.archive_queue import ArchiveQueue, Drainer, SessionRecord
+from services.gateway.archive_drainer import Drainer
+from services.gateway.archive_queue import ArchiveQueue, SessionRecord
 from services.gateway.store import Closed
 from services.gateway.ydoc import template_update
 from shared.db import connect_mongo
