@@ -112,7 +112,12 @@ class Gateway:
             stats=self.metrics.archive,
         )
         self.archiver = Archiver(
-            archive_queue, self._sessions, write_timeout, settings.replay_max_bytes
+            archive_queue,
+            self._sessions,
+            write_timeout,
+            settings.replay_max_bytes,
+            replicas=settings.archive_replicas,
+            wait_ms=min(1000, settings.redis_timeout_ms // 2),
         )
         runs = RunRelay(self.redis, keys, background.spawn)
         chat = ChatRelay(self.redis, keys, background.spawn)

@@ -148,10 +148,26 @@ class ArchiveQueue:
         self.max_len = max_len
         self._enqueue = redis.register_script(ENQUEUE)
 
-    async def enqueue(self, records: list[SessionRecord]) -> int:
-        """Append records; how many were taken (the rest were refused: queue full)."""
+    async def enqueue(
+        self, records: list[SessionRecord], replicas: int = 0, wait_ms: int = 1000
+    ) -> tuple[int, int]:
+        """Append records: how many were taken (the rest were refused: queue full), and
+        how many replicas confirmed holding them (``WAIT replicas wait_ms`` on the same
+        connection, in the same round trip; 0 without waiting when ``replicas`` is 0)."""
+        keys = [self.key, self.refused_key]
         args: list[bytes | int] = [self.max_len, *(r.encode() for r in records)]
-        return int(await self._enqueue(keys=[self.key, self.refused_key], args=args))
+        if replicas <= 0:
+            return int(await self._enqueue(keys=keys, args=args)), 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._enqueue(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, wait_ms)
+            taken, acked = await pipe.execute()
+        return int(taken), int(acked)
+
+    async def connected_replicas(self) -> int:
+        """The replicas the queue's node reports connected (``INFO replication``)."""
+        info = await self.redis.info("replication")
+        return int(info.get("connected_slaves", 0))
 
     async def ensure_group(self) -> None:
         try:

@@ -99,8 +99,8 @@ async def drained(drainer: Drainer, queue: ArchiveQueue, archived: int) -> None:
 
 async def test_enqueue_is_bounded_and_counts_refusals(redis: Redis, keys: Keys) -> None:
     queue = ArchiveQueue(redis, keys, max_len=10)
-    assert await queue.enqueue([record(i) for i in range(8)]) == 8
-    assert await queue.enqueue([record(i) for i in range(5)]) == 2
+    assert await queue.enqueue([record(i) for i in range(8)]) == (8, 0)
+    assert await queue.enqueue([record(i) for i in range(5)]) == (2, 0)
     assert await queue.depth() == 10
     assert int(await redis.get(keys.archive_refused) or 0) == 3
 
