@@ -5,10 +5,11 @@
 `Forwarder(backend_port)` a TCP forwarder in a thread of its own, so that a process
 pointed at one address (a gateway's ``REDIS_URL``, a replica's ``replicaof``) can be
 moved to another server: ``.switch(port)`` drops every connection and sends the next
-ones to ``port``. Between a primary and its replica, ``.hold_xadd_to(key)`` lets the
-replication stream through up to the first ``XADD`` to ``key`` (with the rest of its
-``MULTI``/``EXEC``) and keeps that and everything after it from the replica: the
-primary has acknowledged the entry, the replica will never get it.
+ones to ``port``. Between a primary and its replica (``replication=True``: it follows
+the replication stream from its first byte), ``.hold_xadd_to(key)`` lets the stream
+through up to the first ``XADD`` to ``key`` (with the rest of its ``MULTI``/``EXEC``)
+and keeps that and everything after it from the replica: the primary has acknowledged
+the entry, the replica will never get it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -81,13 +83,18 @@ def _command(buf: bytearray) -> tuple[list[bytes], int] | None:
     return parts, at
 
 
-class _Hold:
-    """Passes a replication stream command by command (a MULTI/EXEC as one) until one
-    is an XADD to the key; from there on it keeps everything."""
+class _Replication:
+    """Follows a primary's replication stream from its first byte (the PSYNC answer, the
+    RDB payload, then commands) and passes it command by command (a MULTI/EXEC as one)
+    until `key()` names a key and a command is an XADD to it; from there on it keeps
+    everything from the replica."""
 
-    def __init__(self, key: bytes, held: threading.Event) -> None:
+    def __init__(self, key: Callable[[], bytes | None], held: threading.Event) -> None:
         self.key = key
         self.held = held
+        self.state = "preamble"  # then "rdb", then "commands"
+        self.eof_mark = b""  # diskless payloads end with the 40 bytes after "$EOF:"
+        self.rdb_left = 0
         self.buf = bytearray()
         self.group: list[tuple[list[bytes], bytes]] | None = None
         self.kept = bytearray()
@@ -98,33 +105,73 @@ class _Hold:
             return b""
         self.buf += data
         out = bytearray()
-        while self.buf and not self.held.is_set():
-            if self.buf[:1] != b"*":  # a keepalive newline between commands
-                star = self.buf.find(b"*")
-                cut = len(self.buf) if star < 0 else star
-                out += self.buf[:cut]
-                del self.buf[:cut]
-                continue
-            parsed = _command(self.buf)
-            if parsed is None:
-                break
-            parts, size = parsed
-            raw = bytes(self.buf[:size])
-            del self.buf[:size]
-            name = parts[0].upper()
-            if self.group is not None:
-                self.group.append((parts, raw))
-                if name == b"EXEC":
-                    self._emit(self.group, out)
-                    self.group = None
-            elif name == b"MULTI":
-                self.group = [(parts, raw)]
-            else:
-                self._emit([(parts, raw)], out)
+        while self.buf and not self.held.is_set() and self._step(out):
+            pass
         return bytes(out)
 
+    def _pass(self, n: int, out: bytearray) -> None:
+        out += self.buf[:n]
+        del self.buf[:n]
+
+    def _step(self, out: bytearray) -> bool:
+        """Consume one piece of the stream into `out`; False if more bytes are needed."""
+        if self.state == "preamble":
+            if self.buf[:1] == b"\n":  # keepalive while the primary prepares the RDB
+                self._pass(1, out)
+                return True
+            end = self.buf.find(b"\r\n")
+            if end < 0:
+                return False
+            line = bytes(self.buf[:end])
+            if line.startswith(b"$EOF:"):
+                self.state, self.eof_mark = "rdb", line[5:]
+            elif line.startswith(b"$"):
+                self.state, self.rdb_left = "rdb", int(line[1:])
+            elif line.startswith(b"+CONTINUE"):
+                self.state = "commands"
+            self._pass(end + 2, out)
+            return True
+        if self.state == "rdb":
+            if self.eof_mark:
+                at = self.buf.find(self.eof_mark)
+                if at < 0:
+                    self._pass(max(0, len(self.buf) - len(self.eof_mark)), out)
+                    return False
+                self._pass(at + len(self.eof_mark), out)
+            else:
+                take = min(self.rdb_left, len(self.buf))
+                self._pass(take, out)
+                self.rdb_left -= take
+                if self.rdb_left:
+                    return False
+            self.state = "commands"
+            return True
+        if self.buf[:1] == b"\n":
+            self._pass(1, out)
+            return True
+        parsed = _command(self.buf)
+        if parsed is None:
+            return False
+        parts, size = parsed
+        raw = bytes(self.buf[:size])
+        del self.buf[:size]
+        name = parts[0].upper()
+        if self.group is not None:
+            self.group.append((parts, raw))
+            if name == b"EXEC":
+                self._emit(self.group, out)
+                self.group = None
+        elif name == b"MULTI":
+            self.group = [(parts, raw)]
+        else:
+            self._emit([(parts, raw)], out)
+        return True
+
     def _emit(self, commands: list[tuple[list[bytes], bytes]], out: bytearray) -> None:
-        if any(p[0].upper() == b"XADD" and p[1:2] == [self.key] for p, _ in commands):
+        key = self.key()
+        if key is not None and any(
+            p[0].upper() == b"XADD" and p[1:2] == [key] for p, _ in commands
+        ):
             self.held.set()
             self.kept += b"".join(raw for _, raw in commands) + self.buf
             self.buf.clear()
@@ -135,8 +182,9 @@ class _Hold:
 class Forwarder:
     """A TCP forwarder on a free loopback port, run by an event loop in its own thread."""
 
-    def __init__(self, backend_port: int) -> None:
+    def __init__(self, backend_port: int, replication: bool = False) -> None:
         self.port = free_port()
+        self.replication = replication
         self.backend = backend_port
         self.held = threading.Event()
         self._hold_key: bytes | None = None
@@ -172,11 +220,21 @@ class Forwarder:
         self._call(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
         await self._drop_all()
+        if self._server is not None:
+            await self._server.wait_closed()
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        if pending:  # the pumps end once their sockets are closed
+            await asyncio.wait(pending, timeout=2)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drop_all(self) -> None:
         for writer in list(self._writers):
@@ -184,33 +242,43 @@ class Forwarder:
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self.backend
+        self._writers.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection(LOCALHOST, self.backend)
+            up_reader, up_writer = await asyncio.open_connection(LOCALHOST, backend)
+            self._writers.add(up_writer)
+            if self.backend != backend:  # switched while connecting
+                return
+            follow = _Replication(lambda: self._hold_key, self.held) if self.replication else None
+            await asyncio.gather(
+                self._pump(reader, up_writer, None), self._pump(up_reader, writer, follow)
+            )
         except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(
-            self._pump(reader, up_writer, False), self._pump(up_reader, writer, True)
-        )
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    self._writers.discard(w)
+                    w.close()
+                    with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
+                        await w.wait_closed()
 
     async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, downstream: bool
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        follow: _Replication | None,
     ) -> None:
-        hold: _Hold | None = None
+        """Until either side closes; then closes the other (its pump ends too)."""
         try:
             while data := await source.read(65536):
-                if downstream and hold is None and self._hold_key is not None:
-                    hold = _Hold(self._hold_key, self.held)  # armed: from this chunk on
-                if hold is not None:
-                    data = hold.feed(data)
+                if follow is not None:
+                    data = follow.feed(data)
                 if data:
                     sink.write(data)
                     await sink.drain()
-        except (OSError, ConnectionError, ValueError):
+        except (OSError, ConnectionError):
             pass
         finally:
-            self._writers.discard(sink)
             sink.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await sink.wait_closed()
