@@ -178,7 +178,7 @@ class Gateway:
             gateway_id,
             AdmissionPolicy.from_settings(settings),
             store,
-            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics, gateway_id),
             RoomLoader(registry, store, limits, follower.on_loaded),
             registry,
             FramePath(gateway_id, keys, delivery, outbox, runs, chat, AuthorTags(), metrics),
