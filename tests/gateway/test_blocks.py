@@ -96,7 +96,7 @@ async def test_a_load_lock_nobody_honours_is_waited_out(
     task = asyncio.gather(source.get(dead), source.get(gone))
     await asyncio.sleep(0.1)
     await redis.delete(keys.block_load_lock(gone))
-    assert await task == [Block(dead, "t0", "s0"), Block(gone, "t1", "s1")]
+    assert list(await task) == [Block(dead, "t0", "s0"), Block(gone, "t1", "s1")]
     assert metrics.block_mongo_reads == 2
 
 
