@@ -139,7 +139,10 @@ class BlockSource:
 
     async def _claim(self, ids: list[str]) -> tuple[list[str], list[str]]:
         """Take the fleet-wide load lock of each block: (ours to read from MongoDB,
-        those another gateway is reading now). Without copies or Redis: all ours."""
+        those another gateway is reading now). Without copies or Redis: all ours.
+
+        The copies are read again after the locks, in the same pipeline: a copy written
+        between our first look and the lock (its reader released the lock) is used."""
         ttl_ms = int(self._timeout * 1000)
         if not ids or self._ttl <= 0:
             return ids, []
@@ -147,12 +150,23 @@ class BlockSource:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for block_id in ids:
                     pipe.set(self._keys.block_load_lock(block_id), self._owner, nx=True, px=ttl_ms)
-                taken = await pipe.execute()
+                for block_id in ids:
+                    pipe.get(self._keys.block_copy(block_id))
+                replies = await pipe.execute()
         except RedisError as exc:
             log.warning("block load locks unavailable (%s); reading MongoDB", exc)
             return ids, []
-        mine = [i for i, ok in zip(ids, taken, strict=True) if ok]
-        return mine, [i for i, ok in zip(ids, taken, strict=True) if not ok]
+        found: dict[str, Block | None] = {}
+        mine: list[str] = []
+        theirs: list[str] = []
+        for block_id, locked, raw in zip(ids, replies, replies[len(ids) :], strict=False):
+            ok, parts = decode_block_copy(raw)
+            if ok:
+                found[block_id] = Block(block_id, *parts) if parts is not None else None
+            (mine if locked else theirs).append(block_id)
+        self._settle(found)
+        await self._unlock([i for i in mine if i in found])
+        return [i for i in mine if i not in found], [i for i in theirs if i not in found]
 
     async def _await_copies(self, ids: list[str]) -> list[str]:
         """Wait for the copies other gateways are loading; those whose lock went (the
