@@ -179,6 +179,19 @@ class _Replication:
         out += b"".join(raw for _, raw in commands)
 
 
+class _Tracked(asyncio.StreamReaderProtocol):
+    """A server-side stream whose transport the forwarder knows from its first moment,
+    so that stopping closes it even if its handler never ran."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        super().__init__(asyncio.StreamReader(), forwarder._accept)
+        self._forwarder = forwarder
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._forwarder._transports.add(transport)
+        super().connection_made(transport)
+
+
 class Forwarder:
     """A TCP forwarder on a free loopback port, run by an event loop in its own thread."""
 
@@ -191,6 +204,7 @@ class Forwarder:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._writers: set[asyncio.StreamWriter] = set()
+        self._transports: set[asyncio.BaseTransport] = set()  # every one, both sides
         self._server: asyncio.Server | None = None
 
     def _call(self, coro: Any, timeout: float = 10.0) -> Any:
@@ -202,7 +216,7 @@ class Forwarder:
         return self
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._accept, LOCALHOST, self.port)
+        self._server = await self._loop.create_server(lambda: _Tracked(self), LOCALHOST, self.port)
 
     def hold_xadd_to(self, key: str) -> None:
         """From now on, keep from the clients the backend's bytes from the first XADD to
@@ -225,20 +239,26 @@ class Forwarder:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
-        await self._drop_all()
-        if self._server is not None:
-            await self._server.wait_closed()
         current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current]
-        if pending:  # the pumps end once their sockets are closed
+        # A connection accepted while closing (a replica reconnecting at once) starts
+        # its task after any snapshot of the tasks: look again until none is left.
+        while pending := [t for t in asyncio.all_tasks() if t is not current]:
+            await self._drop_all()
             await asyncio.wait(pending, timeout=2)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.sleep(0)
+        for transport in self._transports:
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        self._transports.clear()
+        for _ in range(3):  # the transports' connection_lost callbacks close the sockets
+            await asyncio.sleep(0)
 
     async def _drop_all(self) -> None:
         for writer in list(self._writers):
-            writer.close()
+            writer.transport.abort()  # not close(): that waits for unsent bytes
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -248,6 +268,7 @@ class Forwarder:
         try:
             up_reader, up_writer = await asyncio.open_connection(LOCALHOST, backend)
             self._writers.add(up_writer)
+            self._transports.add(up_writer.transport)
             if self.backend != backend:  # switched while connecting
                 return
             follow = _Replication(lambda: self._hold_key, self.held) if self.replication else None
@@ -260,7 +281,7 @@ class Forwarder:
             for w in (writer, up_writer):
                 if w is not None:
                     self._writers.discard(w)
-                    w.close()
+                    w.transport.abort()
                     with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                         await w.wait_closed()
 

@@ -148,8 +148,8 @@ async def test_a_session_closed_just_before_a_failover_is_archived_once(
         failures = gateway.log_text().count(BATCH_FAILED)
         pair.primary.kill()
         killed = time.monotonic()
+        pair.replica.promote()  # before the link goes: no reconnect races its stop
         pair.link.stop()
-        pair.replica.promote()
         pair.front.switch(pair.replica.port)
         # A batch the drainer read from the old primary may still be waiting for
         # MongoDB; it must fail first, or it would archive the lost records itself.
