@@ -91,6 +91,11 @@ class Keys:
         Next to the room's keys (same hash tag), never touched by the room scripts."""
         return f"{self.prefix}:{{room:{block_id}}}:block"
 
+    def block_load_lock(self, block_id: str) -> str:
+        """String (``SET NX PX``): the gateway reading the block from MongoDB right now,
+        so that the fleet's others wait for its `block_copy` instead of reading too."""
+        return f"{self.prefix}:{{room:{block_id}}}:block:loading"
+
     @property
     def blocks_generation(self) -> str:
         """Counter bumped by every admin write of a code block (api caches compare it)."""

@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     archive_batch: int = Field(
         100, ge=1, le=5000, description="Sessions written to MongoDB per archive batch."
     )
+    archive_replicas: int = Field(
+        -1,
+        ge=-1,
+        le=16,
+        description="Replicas that must hold a closed session's queue entry (WAIT) before "
+        "its closing gateway forgets the record; -1: every replica Redis reports connected, "
+        "0: never wait.",
+    )
     archive_claim_idle_seconds: float = Field(
         30.0,
         gt=0,

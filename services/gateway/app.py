@@ -24,7 +24,8 @@ from websockets.http11 import Request, Response
 
 from services.gateway.admission import ROOM_PATH, Admission, AdmissionPolicy
 from services.gateway.archive import Archiver
-from services.gateway.archive_queue import ArchiveQueue, Drainer
+from services.gateway.archive_drainer import Drainer
+from services.gateway.archive_queue import ArchiveQueue
 from services.gateway.background import Background
 from services.gateway.blocks import BlockSource
 from services.gateway.catchup import CatchUp
@@ -112,7 +113,12 @@ class Gateway:
             stats=self.metrics.archive,
         )
         self.archiver = Archiver(
-            archive_queue, self._sessions, write_timeout, settings.replay_max_bytes
+            archive_queue,
+            self._sessions,
+            write_timeout,
+            settings.replay_max_bytes,
+            replicas=settings.archive_replicas,
+            wait_ms=min(1000, settings.redis_timeout_ms // 2),
         )
         runs = RunRelay(self.redis, keys, background.spawn)
         chat = ChatRelay(self.redis, keys, background.spawn)
@@ -178,7 +184,7 @@ class Gateway:
             gateway_id,
             AdmissionPolicy.from_settings(settings),
             store,
-            BlockSource(self.gate, self.redis, keys, settings, self.metrics),
+            BlockSource(self.gate, self.redis, keys, settings, self.metrics, gateway_id),
             RoomLoader(registry, store, limits, follower.on_loaded),
             registry,
             FramePath(gateway_id, keys, delivery, outbox, runs, chat, AuthorTags(), metrics),

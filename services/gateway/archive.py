@@ -2,8 +2,10 @@
 
 The closing gateway builds the record and appends it to the Redis stream of the archive
 queue (services/gateway/archive_queue.py; docs/redis.md), the records of one event-loop
-tick in one round trip. MongoDB is written by the drainers, never on the close path. If
-Redis refuses (queue full) or cannot be reached, the record is written to MongoDB
+tick in one round trip. It keeps them until Redis confirms (``WAIT``) that its replicas
+hold them, and enqueues them again otherwise: a failover must not lose what the old
+primary had not replicated. MongoDB is written by the drainers, never on the close path.
+If Redis refuses (queue full) or cannot be reached, the record is written to MongoDB
 directly and, failing that, logged in full, so nothing is silently lost.
 """
 
@@ -80,6 +82,33 @@ def session_record(
     )
 
 
+class Replicas:
+    """How many replicas must hold an archive entry before its record is forgotten:
+    ``setting`` (>= 0), or, with -1, those the queue's node reports connected (asked
+    again every `REFRESH` seconds and after every shortfall)."""
+
+    REFRESH = 10.0
+
+    def __init__(self, setting: int, ask: Callable[[], Awaitable[int]]) -> None:
+        self._fixed = setting if setting >= 0 else None
+        self._ask = ask
+        self._known: int | None = None
+        self._asked_at = 0.0
+
+    async def wanted(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        if self._known is None or time.monotonic() - self._asked_at > self.REFRESH:
+            self._known = await self._ask()
+            self._asked_at = time.monotonic()
+        return self._known
+
+    def shortfall(self) -> None:
+        """Fewer replicas confirmed than wanted: ask again before the next attempt (a
+        replica may have gone, or a failover promoted a primary with fewer)."""
+        self._known = None
+
+
 class Archiver:
     """Enqueues the records of closed rooms, one round trip per event-loop tick."""
 
@@ -89,8 +118,12 @@ class Archiver:
         collection: Callable[[], Awaitable[Any]],
         write_timeout: float,
         replay_max_bytes: int = 1 << 18,
+        replicas: int = -1,
+        wait_ms: int = 1000,
     ) -> None:
         self._queue = queue
+        self._replicas = Replicas(replicas, queue.connected_replicas)
+        self._wait_ms = wait_ms
         self._replay_max = replay_max_bytes
         self._collection = collection
         self._write_timeout = write_timeout
@@ -143,19 +176,30 @@ class Archiver:
             task.add_done_callback(self._tasks.discard)
 
     async def _enqueue(self, records: list[SessionRecord]) -> None:
+        """Until Redis took the records and the replicas it should have confirm them:
+        a record confirmed by fewer is sent again (a duplicate entry is archived once)."""
         deadline = time.monotonic() + ENQUEUE_PATIENCE
         attempt = 0
         while True:
             attempt += 1
             try:
-                taken = await self._queue.enqueue(records)
-                break
+                wanted = await self._replicas.wanted()
+                taken, acked = await self._queue.enqueue(records, wanted, self._wait_ms)
+                if acked >= wanted:
+                    break
+                self._replicas.shortfall()
+                why = f"{acked} of {wanted} replicas confirmed the archive entries"
+                if attempt == 1:
+                    log.warning("%s; enqueueing %d sessions again", why, len(records))
             except RedisError as exc:
-                if time.monotonic() > deadline:
-                    log.warning("archive queue unreachable (%s): writing to MongoDB", exc)
-                    await self._write_directly(records, "queue unreachable")
-                    return
-                await asyncio.sleep(self._backoff.compute(attempt))
+                why = f"archive queue unreachable ({exc})"
+            if time.monotonic() > deadline:
+                log.warning("%s: writing %d sessions to MongoDB", why, len(records))
+                await self._write_directly(records, why)
+                return
+            await asyncio.sleep(self._backoff.compute(attempt))
+        if attempt > 1:
+            log.info("%d sessions enqueued after %d attempts", len(records), attempt)
         if taken < len(records):
             refused = records[taken:]
             log.error(

@@ -4,10 +4,11 @@ The gateway reads a block only when a room is entered, never per keystroke. A bl
 kept in memory for ``BLOCK_CACHE_SECONDS`` (so a room keeps working, and people keep
 joining it, while MongoDB is briefly unreachable); behind that is a copy in Redis next
 to the room's keys, written by whoever read the block from MongoDB last (another
-gateway, the api). The misses of one event-loop tick are looked up together: one MGET,
+gateway, the api). The misses of one event-loop tick are looked up together: one pipeline of GETs,
 then one ``$in`` query for what Redis lacks, and a block being looked up is never looked
-up twice at once (single flight). A burst of room opens thus costs at most one MongoDB
-read per block, in batches (docs/architecture.md).
+up twice at once, by this process (single flight) or by the fleet (a load lock next to
+the copy: whoever holds it reads MongoDB, the others wait for its copy). A burst of room
+opens thus costs at most one MongoDB read per block, in batches (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDS_PER_QUERY = 50
 MAX_CACHED = 10000
+COPY_POLL = 0.025  # seconds between looks for the copies another gateway is loading
 
 
 class BlockUnavailable(Exception):
@@ -59,8 +61,10 @@ class BlockSource:
         keys: Keys,
         settings: Settings,
         metrics: GatewayMetrics | None = None,
+        owner: str = "",
     ) -> None:
         self._gate = gate
+        self._owner = owner or "gateway"
         self._redis = redis
         self._keys = keys
         self._ttl = settings.block_cache_seconds
@@ -97,7 +101,7 @@ class BlockSource:
             raise
 
     async def _load_wanted(self) -> None:
-        """The one loader of this process: Redis copies first (one MGET for every block
+        """The one loader of this process: Redis copies first (one pipeline of GETs for every block
         wanted), then MongoDB, one ``$in`` query of a few dozen blocks at a time (the
         embedded server answers a few big queries far slower than many small ones in
         turn). If MongoDB fails, every block still wanted fails at once: nobody queues
@@ -114,18 +118,84 @@ class BlockSource:
             ids, self._wanted = self._wanted, []
             found = await self._from_redis(ids)
             self._settle(found)
-            missing = [i for i in ids if i not in found]
-            for start in range(0, len(missing), MAX_IDS_PER_QUERY):
-                chunk = missing[start : start + MAX_IDS_PER_QUERY]
-                try:
-                    loaded = await self._from_mongo(chunk)
-                except Exception as exc:
-                    rest, self._wanted = missing[start:] + self._wanted, []
-                    log.warning("loading %d blocks failed: %r", len(rest), exc)
-                    self._fail(rest, exc)
-                    break
-                self._settle(loaded)
-                await self._copy_to_redis(loaded)
+            mine, theirs = await self._claim([i for i in ids if i not in found])
+            await self._read_mongo(mine)
+            if theirs:
+                await self._read_mongo(await self._await_copies(theirs))
+
+    async def _read_mongo(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), MAX_IDS_PER_QUERY):
+            chunk = ids[start : start + MAX_IDS_PER_QUERY]
+            try:
+                loaded = await self._from_mongo(chunk)
+            except Exception as exc:
+                rest, self._wanted = ids[start:] + self._wanted, []
+                log.warning("loading %d blocks failed: %r", len(rest), exc)
+                self._fail(rest, exc)
+                await self._unlock(ids[start:])
+                return
+            self._settle(loaded)
+            await self._copy_to_redis(loaded)
+
+    async def _claim(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        """Take the fleet-wide load lock of each block: (ours to read from MongoDB,
+        those another gateway is reading now). Without copies or Redis: all ours.
+
+        The copies are read again after the locks, in the same pipeline: a copy written
+        between our first look and the lock (its reader released the lock) is used."""
+        ttl_ms = int(self._timeout * 1000)
+        if not ids or self._ttl <= 0:
+            return ids, []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for block_id in ids:
+                    pipe.set(self._keys.block_load_lock(block_id), self._owner, nx=True, px=ttl_ms)
+                for block_id in ids:
+                    pipe.get(self._keys.block_copy(block_id))
+                replies = await pipe.execute()
+        except RedisError as exc:
+            log.warning("block load locks unavailable (%s); reading MongoDB", exc)
+            return ids, []
+        found: dict[str, Block | None] = {}
+        mine: list[str] = []
+        theirs: list[str] = []
+        for block_id, locked, raw in zip(ids, replies, replies[len(ids) :], strict=False):
+            ok, parts = decode_block_copy(raw)
+            if ok:
+                found[block_id] = Block(block_id, *parts) if parts is not None else None
+            (mine if locked else theirs).append(block_id)
+        self._settle(found)
+        await self._unlock([i for i in mine if i in found])
+        return [i for i in mine if i not in found], [i for i in theirs if i not in found]
+
+    async def _await_copies(self, ids: list[str]) -> list[str]:
+        """Wait for the copies other gateways are loading; those whose lock went (the
+        reader failed) or timed out without a copy are returned, to be read here."""
+        deadline = time.monotonic() + self._timeout
+        waiting, given_up = ids, []
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(COPY_POLL)
+            try:
+                # GETs in a pipeline, not MGET: each block's keys have its room's hash
+                # tag (another slot on a cluster).
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in [self._keys.block_copy(i) for i in waiting] + [
+                        self._keys.block_load_lock(i) for i in waiting
+                    ]:
+                        pipe.get(key)
+                    raws = await pipe.execute()
+            except RedisError:
+                break
+            found: dict[str, Block | None] = {}
+            for n, block_id in enumerate(waiting):
+                ok, parts = decode_block_copy(raws[n])
+                if ok:
+                    found[block_id] = Block(block_id, *parts) if parts is not None else None
+                elif raws[len(waiting) + n] is None:
+                    given_up.append(block_id)
+            self._settle(found)
+            waiting = [i for i in waiting if i not in found and i not in given_up]
+        return given_up + waiting
 
     def _settle(self, found: dict[str, Block | None]) -> None:
         now = time.monotonic()
@@ -190,4 +260,11 @@ class BlockSource:
                     parts = (block.template, block.solution) if block is not None else None
                     px = ttl_ms if block is not None else min(ttl_ms, BLOCK_COPY_MISSING_MS)
                     pipe.set(self._keys.block_copy(block_id), encode_block_copy(parts), px=px)
+                    pipe.delete(self._keys.block_load_lock(block_id))
                 await pipe.execute()
+
+    async def _unlock(self, ids: list[str]) -> None:
+        """Reading failed: let the others waiting for these blocks try for themselves."""
+        if ids:
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(*(self._keys.block_load_lock(i) for i in ids))

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.gateway.archive_queue import DrainStats
+from services.gateway.archive_drainer import DrainStats
 
 
 class GatewayMetrics(Collector):

@@ -16,7 +16,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
 from services.gateway.archive import Archiver
-from services.gateway.archive_queue import ArchiveQueue, Drainer, SessionRecord
+from services.gateway.archive_drainer import Drainer
+from services.gateway.archive_queue import ArchiveQueue, SessionRecord
 from services.gateway.store import Closed
 from services.gateway.ydoc import template_update
 from shared.db import connect_mongo
@@ -98,8 +99,8 @@ async def drained(drainer: Drainer, queue: ArchiveQueue, archived: int) -> None:
 
 async def test_enqueue_is_bounded_and_counts_refusals(redis: Redis, keys: Keys) -> None:
     queue = ArchiveQueue(redis, keys, max_len=10)
-    assert await queue.enqueue([record(i) for i in range(8)]) == 8
-    assert await queue.enqueue([record(i) for i in range(5)]) == 2
+    assert await queue.enqueue([record(i) for i in range(8)]) == (8, 0)
+    assert await queue.enqueue([record(i) for i in range(5)]) == (2, 0)
     assert await queue.depth() == 10
     assert int(await redis.get(keys.archive_refused) or 0) == 3
 

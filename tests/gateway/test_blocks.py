@@ -68,6 +68,38 @@ async def test_a_burst_of_joins_reads_each_block_once_fleet_wide(
     assert decode_block_copy(await redis.get(keys.block_copy(ids[0]))) == (True, ("t0", "s0"))
 
 
+async def test_two_gateways_opening_the_same_rooms_at_once_read_each_block_once(
+    gate: MongoGate, redis: Redis, settings: Settings
+) -> None:
+    docs = await make_blocks(60)
+    keys = Keys(settings.redis_prefix)
+    ids = [str(d.id) for d in docs]
+    first, second = GatewayMetrics(), GatewayMetrics()
+    a = BlockSource(gate, redis, keys, settings, first, "gw-a")
+    b = BlockSource(gate, redis, keys, settings, second, "gw-b")
+    got = await asyncio.gather(*(s.get(i) for i in ids for s in (a, b)))
+    assert got == [Block(str(d.id), d.template, d.solution) for d in docs for _ in "ab"]
+    assert first.block_mongo_reads + second.block_mongo_reads == 60
+    assert not await redis.exists(*(keys.block_load_lock(i) for i in ids))
+
+
+async def test_a_load_lock_nobody_honours_is_waited_out(
+    gate: MongoGate, redis: Redis, settings: Settings
+) -> None:
+    docs = await make_blocks(2)
+    keys = Keys(settings.redis_prefix)
+    dead, gone = str(docs[0].id), str(docs[1].id)
+    await redis.set(keys.block_load_lock(dead), "dead-gateway", px=300)  # it died reading
+    await redis.set(keys.block_load_lock(gone), "failed-gateway")  # deleted below: it failed
+    metrics = GatewayMetrics()
+    source = BlockSource(gate, redis, keys, settings, metrics, "gw-a")
+    task = asyncio.gather(source.get(dead), source.get(gone))
+    await asyncio.sleep(0.1)
+    await redis.delete(keys.block_load_lock(gone))
+    assert list(await task) == [Block(dead, "t0", "s0"), Block(gone, "t1", "s1")]
+    assert metrics.block_mongo_reads == 2
+
+
 async def test_unknown_and_malformed_ids(gate: MongoGate, redis: Redis, settings: Settings) -> None:
     keys = Keys(settings.redis_prefix)
     metrics = GatewayMetrics()
