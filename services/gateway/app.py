@@ -100,7 +100,9 @@ class Gateway:
         metrics = self.metrics
         self.background = background = Background()
         store = RoomStore(self.redis, keys)
-        archive_queue = ArchiveQueue(self.redis, keys, settings.archive_queue_max)
+        archive_queue = ArchiveQueue(
+            self.redis, keys, settings.archive_queue_max, settings.redis_url
+        )
         write_timeout = op_timeout(settings) * 4  # a batch is many documents
         self.drainer = Drainer(
             archive_queue,

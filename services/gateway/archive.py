@@ -20,7 +20,6 @@ from typing import Any
 
 from pycrdt import Doc, Text
 from redis.backoff import FullJitterBackoff
-from redis.exceptions import RedisError
 
 from services.gateway.archive_queue import ArchiveQueue, SessionRecord, insert_sessions
 from services.gateway.store import Closed
@@ -191,8 +190,9 @@ class Archiver:
                 why = f"{acked} of {wanted} replicas confirmed the archive entries"
                 if attempt == 1:
                     log.warning("%s; enqueueing %d sessions again", why, len(records))
-            except RedisError as exc:
-                why = f"archive queue unreachable ({exc})"
+            except Exception as exc:  # never lose the records: retry, then MongoDB
+                why = f"archive queue unreachable ({exc!r})"
+                await self._queue.forget_nodes()
             if time.monotonic() > deadline:
                 log.warning("%s: writing %d sessions to MongoDB", why, len(records))
                 await self._write_directly(records, why)

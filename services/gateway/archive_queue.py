@@ -18,11 +18,14 @@ import orjson
 import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
-from redis.asyncio import Redis
+from redis import __version__ as redis_version
+from redis.asyncio import Redis, RedisCluster
+from redis.driver_info import DriverInfo
 from redis.exceptions import ResponseError
 
 from shared.documents import ChatRecord, HintRecord
 from shared.keys import ARCHIVE_GROUP, Keys
+from shared.redisconn import url_at
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +144,41 @@ return added
 class ArchiveQueue:
     """The Redis side of the queue: enqueue, read, claim, acknowledge (one slot)."""
 
-    def __init__(self, redis: Redis, keys: Keys, max_len: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, max_len: int, url: str = "") -> None:
         self.redis = redis
         self.key = keys.archive_queue
         self.refused_key = keys.archive_refused
         self.max_len = max_len
         self._enqueue = redis.register_script(ENQUEUE)
+        self._url = url  # REDIS_URL: scheme and credentials for a cluster node's client
+        self._nodes: dict[str, Redis] = {}
+
+    async def _confirming(self) -> Redis:
+        """The client whose one connection takes the entries and then ``WAIT``: WAIT
+        counts the writes of its own connection. On one server that is the client; on
+        a cluster, a plain client of the primary that owns the queue's slot (a cluster
+        client would send the keyless WAIT anywhere)."""
+        cluster: object = self.redis  # typed as Redis; redis_client may give a cluster
+        if not isinstance(cluster, RedisCluster):
+            return self.redis
+        await cluster.initialize()  # the slot map (a no-op once it is known)
+        node = cluster.get_node_from_key(self.key)
+        if node is None:
+            raise ConnectionError(f"no cluster node owns {self.key}")
+        client = self._nodes.get(node.name)
+        if client is None:
+            client = Redis.from_url(
+                url_at(self._url, node.host, int(node.port)),
+                driver_info=DriverInfo(lib_version=redis_version),
+            )
+            self._nodes[node.name] = client
+        return client
+
+    async def forget_nodes(self) -> None:
+        """After an error: the slot may have moved (failover); ask the map again."""
+        nodes, self._nodes = self._nodes, {}
+        for client in nodes.values():
+            await client.aclose()
 
     async def enqueue(
         self, records: list[SessionRecord], replicas: int = 0, wait_ms: int = 1000
@@ -158,7 +190,7 @@ class ArchiveQueue:
         args: list[bytes | int] = [self.max_len, *(r.encode() for r in records)]
         if replicas <= 0:
             return int(await self._enqueue(keys=keys, args=args)), 0
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with (await self._confirming()).pipeline(transaction=False) as pipe:
             await self._enqueue(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", replicas, wait_ms)
             taken, acked = await pipe.execute()
@@ -168,7 +200,7 @@ class ArchiveQueue:
         """The replicas the queue's node reports connected (``INFO replication``); 0 if
         the server refuses INFO (a managed Redis may): then nothing is waited for."""
         try:
-            info = await self.redis.info("replication")
+            info = await (await self._confirming()).info("replication")
         except ResponseError as exc:
             log.warning("INFO replication refused (%s): archive entries are not confirmed", exc)
             return 0

@@ -19,8 +19,11 @@ from services.gateway.archive_queue import ArchiveQueue, SessionRecord
 from services.gateway.store import Closed
 from services.gateway.ydoc import template_update
 from shared.keys import Keys
+from shared.redisconn import redis_client
+from shared.settings import load_settings
 from tests.infra import LOCALHOST, await_until, wait_until
 from tests.redis_failover import RedisNode
+from tests.rediscluster import RedisClusterServers
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,37 @@ async def test_the_replicas_to_wait_for() -> None:
     auto.shortfall()
     assert await auto.wanted() == 2
     assert len(asked) == 2  # asked again after a shortfall
+
+
+async def test_on_a_cluster_the_entries_are_confirmed_on_the_queues_own_node(
+    redis_cluster: RedisClusterServers, redis_prefix: str
+) -> None:
+    """WAIT counts the writes of its own connection: on a cluster the entries and the WAIT
+    go to the primary that owns the queue's slot, on one connection (a cluster client
+    refused the pipelined EVALSHA and would send a keyless WAIT anywhere)."""
+    settings = load_settings(redis_url=redis_cluster.url, redis_cluster=True)
+    client = redis_client(settings)
+    keys = Keys(redis_prefix)
+    queue = ArchiveQueue(client, keys, max_len=100, url=redis_cluster.url)
+    try:
+        assert await queue.connected_replicas() == 1  # the owner's replica, not a sum
+        archiver = Archiver(queue, no_mongo, write_timeout=1, wait_ms=1000)
+        archiver.archive("c" * 24, closed("on-cluster"), "mentor-left")
+        await archiver.wait(10)
+        owner = redis_cluster.node_client(redis_cluster.primary_of(keys.archive_queue))
+        entries = owner.xrange(keys.archive_queue)
+        # Enqueued again while a fresh cluster's replica was still syncing: copies of the
+        # one session (archived once), every one of them held by the replica.
+        assert {SessionRecord.decode(f["r"].encode()).session_id for _, f in entries} == {
+            "on-cluster"
+        }
+        replica = redis_cluster.node_client(
+            redis_cluster.replicas_of(redis_cluster.primary_of(keys.archive_queue))[0]
+        )
+        pipe = replica.pipeline(transaction=False)  # a cluster replica reads after READONLY
+        pipe.execute_command("READONLY")
+        pipe.xlen(keys.archive_queue)
+        assert pipe.execute()[1] == len(entries)  # confirmed: the replica holds them
+    finally:
+        await queue.forget_nodes()
+        await client.aclose()
