@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             "results": runner.results,
         }
         (raw / "session.json").write_text(json.dumps(session))
+        if not runner.results:  # capacity-wide alone: its own files are written
+            return 0
         return finish(session, out_dir)
     finally:
         if runner is not None:
