@@ -257,15 +257,12 @@ def capacity_wide(
     def one_step(name: str, pin: str, scen: Any) -> dict[str, Any]:
         target: Any = coderoom if name == "coderoom" else peers[name]
         adapter = target.adapter
-        saved_pin = os.environ.pop("PIN", None)
-        if pin != "-":
-            os.environ["PIN"] = pin
         if adapter == "yws":
             target.adapter = capwide.RAW_ADAPTER
         label = f"{name}/{scen.name}@{'pin' + pin if pin != '-' else 'unpinned'}"
         try:
             running = target.start()
-            kw: dict[str, Any] = {"tags": {"kind": "capwide", "pin": pin}}
+            kw: dict[str, Any] = {"tags": {"kind": "capwide", "pin": pin}, "pin": pin}
             if name == "coderoom":
                 kw["rooms_file"] = target.rooms_file
             result = runner.run(target, running, scen, label, **kw)
@@ -277,9 +274,6 @@ def capacity_wide(
         finally:
             target.stop()
             target.adapter = adapter
-            os.environ.pop("PIN", None)
-            if saved_pin is not None:
-                os.environ["PIN"] = saved_pin
 
     rows = capwide.run(plan, targets, one_step, say)
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 
 from bench import looplag
 from bench.pinning import from_env as pin_from_env
+from bench.pinning import parse_pin
 from bench.procs import cpu_seconds, http_get
 from bench.scenarios import Scenario, capacity_step, join_probe, split_scenario
 from bench.targets import Coderoom, RedisServer, Running
@@ -93,6 +94,7 @@ class Runner:
         offset: int = 0,
         extra: Sequence[str] = (),
         tags: JSON | None = None,
+        pin: str | None = None,
     ) -> Handle:
         stem = re.sub(r"[^A-Za-z0-9_.@-]+", "-", label)
         json_path = self.raw / f"{stem}.json"
@@ -100,7 +102,8 @@ class Runner:
         spids = running.server_pids if server_pids is None else server_pids
         apids = running.aux_pids if aux_pids is None else aux_pids
         argv = ["node", str(HERE / "loadgen.mjs"), "--peers", str(self.peers)]
-        pin = pin_from_env()
+        # PIN from the environment unless given: "-" = not pinned, else SERVER:LOADGEN.
+        placement = pin_from_env() if pin is None else parse_pin(None if pin == "-" else pin)
         if rooms_file is not None:
             argv += ["--rooms-file", str(rooms_file), "--room-offset", str(offset)]
         argv += ["--adapter", target.adapter, "--urls", ",".join(urls or running.urls)]
@@ -113,9 +116,9 @@ class Runner:
             argv += ["--params", target.params]
         argv += list(extra)
         json_path.unlink(missing_ok=True)
-        if pin is not None:
-            argv = pin.loadgen_argv(argv)
-            for pid in pin.pin_servers([*spids, *apids]):
+        if placement is not None:
+            argv = placement.loadgen_argv(argv)
+            for pid in placement.pin_servers([*spids, *apids]):
                 say(f"!! {label}: could not pin pid {pid}")
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -147,7 +150,7 @@ class Runner:
             result: JSON = {"meta": {"label": handle.label}, "failed": True}
         else:
             result = json.loads(handle.json_path.read_text())
-        result["bench"] = {**handle.tags, "pin": os.environ.get("PIN", "")}
+        result["bench"] = {"pin": os.environ.get("PIN", ""), **handle.tags}
         return result
 
     def kill_all(self) -> None:

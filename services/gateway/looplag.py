@@ -142,8 +142,10 @@ class LoopLagMonitor:
 
     def _schedule(self) -> None:
         assert self._loop is not None
-        self._scheduled = (time.perf_counter(), time.thread_time())
-        self._due = self._scheduled[0] + self._interval
+        now = time.perf_counter()
+        # The loop thread's CPU time only for the stall profile (a syscall per tick).
+        self._scheduled = (now, time.thread_time() if self._sampler is not None else 0.0)
+        self._due = now + self._interval
         self._handle = self._loop.call_later(self._interval, self._tick)
 
     def _tick(self) -> None:
