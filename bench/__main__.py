@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"coderoom {extra}: {exc}".splitlines()[0])
                 say(f"!! coderoom {extra}: {exc}")
         if "capacity-wide" in wanted:
-            files = capacity_wide(runner, plan, targets, coderoom, peer_objs, out_dir, machine)
+            ours = {"coderoom": coderoom, "coderoom-cluster": on_cluster}
+            files = capacity_wide(runner, plan, targets, ours, peer_objs, out_dir, machine)
             say(f"wrote {', '.join(str(f) for f in files)}")
         session = {
             "kind": kind,
@@ -247,7 +248,7 @@ def capacity_wide(
     runner: Runner,
     plan: capwide.Plan,
     targets: list[str],
-    coderoom: Coderoom | None,
+    ours: dict[str, Coderoom | None],
     peers: dict[str, Peer],
     out_dir: Path,
     machine: dict[str, Any],
@@ -255,7 +256,7 @@ def capacity_wide(
     """bench/capwide.py's steps, each on a freshly started target."""
 
     def one_step(name: str, pin: str, scen: Any) -> dict[str, Any]:
-        target: Any = coderoom if name == "coderoom" else peers[name]
+        target: Any = ours.get(name) or peers[name]
         adapter = target.adapter
         if adapter == "yws":
             target.adapter = capwide.RAW_ADAPTER
@@ -263,7 +264,7 @@ def capacity_wide(
         try:
             running = target.start()
             kw: dict[str, Any] = {"tags": {"kind": "capwide", "pin": pin}, "pin": pin}
-            if name == "coderoom":
+            if name.startswith("coderoom"):
                 kw["rooms_file"] = target.rooms_file
             result = runner.run(target, running, scen, label, **kw)
             runner.results.remove(result)  # its own table (capwide.md), not the matrix's

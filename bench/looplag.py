@@ -8,18 +8,26 @@ from collections.abc import Mapping, Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 NAME = "coderoom_gateway_loop_lag_seconds"
+GC_NAME = "coderoom_gateway_gc_pause_seconds"
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
 
-def buckets(text: str) -> Buckets:
+def buckets(text: str, name: str = NAME, **labels: str) -> Buckets:
     out: Buckets = {}
     for family in text_string_to_metric_families(text):
-        if family.name != NAME:
+        if family.name != name:
             continue
         for sample in family.samples:
-            if sample.name == NAME + "_bucket":
+            if sample.name != name + "_bucket":
+                continue
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
                 out[float(sample.labels["le"])] = sample.value
     return out
+
+
+def gc_buckets(text: str) -> list[Buckets]:
+    """The gateway's GC pause histogram of each generation (0, 1, 2)."""
+    return [buckets(text, GC_NAME, generation=str(g)) for g in range(3)]
 
 
 def window(before: Sequence[Buckets], after: Sequence[Buckets]) -> Buckets:
@@ -53,3 +61,17 @@ def summary(before: Sequence[Buckets], after: Sequence[Buckets]) -> dict[str, fl
         "p99": percentile(w, 0.99),
         "over5ms": over,
     }
+
+
+def gc_summary(
+    before: Sequence[Sequence[Buckets]], after: Sequence[Sequence[Buckets]]
+) -> list[dict[str, float | None]]:
+    """Per generation, summed over gateways: collections, the longest pause's bucket
+    bound, and how many paused the loop for more than 5 ms."""
+    out = []
+    for g in range(3):
+        w = window([b[g] for b in before], [a[g] for a in after])
+        n = w.get(float("inf"), 0.0)
+        longest = min((le for le, c in w.items() if c >= n), default=None) if n else None
+        out.append({"collections": n, "longest": longest, "over5ms": n - w.get(0.005, 0.0)})
+    return out

@@ -163,7 +163,9 @@ class Runner:
 
     def run(self, target: Target, running: Running, scen: Scenario, label: str, **kw: Any) -> JSON:
         say(f"== {label}: {scen.clients} clients, rate {scen.rate:g}, window {scen.duration:g}s")
-        before = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
+        texts = [read_metrics(u)[1] for u in running.metrics_urls]
+        before = [looplag.buckets(t) for t in texts]
+        gc_before = [looplag.gc_buckets(t) for t in texts]
         aux_before = {pid: cpu_seconds(pid) for pid in running.aux_pids}
         result = self.wait(self.spawn(target, running, scen, label, **kw))
         # Each aux process (Redis, or every node of a cluster) on its own, whole run: the
@@ -174,10 +176,21 @@ class Runner:
             if start is not None and (used := cpu_seconds(pid)) is not None
         ]
         if running.metrics_urls:
-            after = [looplag.buckets(read_metrics(u)[1]) for u in running.metrics_urls]
+            texts = [read_metrics(u)[1] for u in running.metrics_urls]
+            after = [looplag.buckets(t) for t in texts]
             result["loopLag"] = lag = looplag.summary(before, after)  # connect + warmup included
             p50, p99, over = lag["p50"], lag["p99"], lag["over5ms"]
             say(f"   gateway loop lag p50 {p50} s, p99 {p99} s, ticks > 5 ms late: {over:g}")
+            gcs = looplag.gc_summary(gc_before, [looplag.gc_buckets(t) for t in texts])
+            result["gcPauses"] = gcs
+            say(
+                "   gateway GC: "
+                + "; ".join(
+                    f"gen{g} {s['collections']:g} (longest <= {s['longest']} s, "
+                    f"{s['over5ms']:g} > 5 ms)"
+                    for g, s in enumerate(gcs)
+                )
+            )
         self.results.append(result)
         return result
 

@@ -211,7 +211,12 @@ class Gateway:
             interval=settings.heartbeat_interval_seconds,
             dead_after=settings.gateway_dead_after_seconds,
         )
-        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe, settings.loop_stall_profile)
+        gc_pause = [self.metrics.gc_pause.labels(str(g)).observe for g in range(3)]
+        self.loop_lag = LoopLagMonitor(
+            self.metrics.loop_lag.observe,
+            settings.loop_stall_profile,
+            gc_observe=lambda generation, seconds: gc_pause[min(generation, 2)](seconds),
+        )
         origins = settings.allowed_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)

@@ -11,12 +11,19 @@ functions seen running inside it, and the totals are written to the file as JSON
 shutdown. The sampler needs the GIL, so during a stall it gets in at least once per
 ``sys.getswitchinterval()`` (5 ms): a diagnosis tool for benchmarks, off by default.
 The attribution itself (``attribute``) is pure and unit-tested.
+
+The cyclic garbage collector stops the loop thread too, and no Python-level sampler can
+see it (a collection runs inside whatever frame allocated last): ``GcPauses`` times every
+collection through ``gc.callbacks`` into ``coderoom_gateway_gc_pause_seconds`` (by
+generation), and the stall profile counts the collections inside each stall as a frame
+``gc:gen<N>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import os
 import sys
 import threading
@@ -96,6 +103,47 @@ def summarise(frame: object | None, depth: int = STACK_DEPTH) -> tuple[Frame, ..
     return tuple(out)
 
 
+GcObserve = Callable[[int, float], None]  # generation, seconds
+
+
+class GcPauses:
+    """Times every cyclic collection of this process (``gc.callbacks``): each pause goes
+    to ``observe`` and into a ring of recent ones, for the stall profile."""
+
+    def __init__(self, observe: GcObserve) -> None:
+        self._observe = observe
+        self._started = 0.0
+        self.recent: collections.deque[tuple[float, float, int]] = collections.deque(maxlen=256)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+            return
+        generation = info.get("generation", 0)
+        self.recent.append((self._started, now, generation))
+        self._observe(generation, now - self._started)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+    def within(self, start: float, end: float) -> list[Sample]:
+        """The collections that ran inside [start, end], as samples of a ``gc`` frame
+        (one per millisecond of pause, at least one), for ``attribute``."""
+        out: list[Sample] = []
+        for begun, ended, generation in list(self.recent):
+            if begun >= start and ended <= end:
+                frame = (f"gc:gen{generation}",)
+                steps = max(1, int((ended - begun) / SAMPLE_SECONDS))
+                out.extend((begun + i * SAMPLE_SECONDS, frame) for i in range(steps))
+        return out
+
+
 class _Sampler(threading.Thread):
     """Samples one thread's stack into a ring buffer (only with LOOP_STALL_PROFILE)."""
 
@@ -121,8 +169,14 @@ class _Sampler(threading.Thread):
 class LoopLagMonitor:
     """Records the loop's lag into a histogram; optionally attributes stalls."""
 
-    def __init__(self, observe: Callable[[float], None], profile_path: str = "") -> None:
+    def __init__(
+        self,
+        observe: Callable[[float], None],
+        profile_path: str = "",
+        gc_observe: GcObserve | None = None,
+    ) -> None:
         self._observe = observe
+        self.gc = GcPauses(gc_observe or (lambda generation, seconds: None))
         # "{pid}" in the path: one file per gateway when several share an environment.
         self._profile_path = profile_path.replace("{pid}", str(os.getpid()))
         self._interval = PROFILE_INTERVAL_SECONDS if profile_path else INTERVAL_SECONDS
@@ -135,6 +189,7 @@ class LoopLagMonitor:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.gc.install()
         if self._profile_path:
             self._sampler = _Sampler(threading.get_ident())
             self._sampler.start()
@@ -156,10 +211,12 @@ class LoopLagMonitor:
             start = self._due
             wall_at, cpu_at = self._scheduled
             busy = (time.thread_time() - cpu_at) / max(now - wall_at, 1e-9)
-            attribute(self.report, start, now, self._sampler.window(start, now), busy)
+            samples = [*self._sampler.window(start, now), *self.gc.within(start, now)]
+            attribute(self.report, start, now, samples, busy)
         self._schedule()
 
     def stop(self) -> None:
+        self.gc.remove()
         if self._handle is not None:
             self._handle.cancel()
         if self._sampler is not None:

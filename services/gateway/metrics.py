@@ -55,6 +55,13 @@ class GatewayMetrics(Collector):
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "coderoom_gateway_gc_pause_seconds",
+            "How long each cyclic garbage collection stopped the gateway, by generation.",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.rooms_closed = Counter(
             "coderoom_gateway_rooms_closed_total", "Rooms closed by this gateway.", registry=r
         )

@@ -47,3 +47,29 @@ def test_lag_window_over_two_gateways() -> None:
 
 def test_no_histogram_no_figure() -> None:
     assert looplag.summary([{}], [{}])["p99"] is None
+
+
+GC_TEXT = """# HELP coderoom_gateway_gc_pause_seconds gc
+# TYPE coderoom_gateway_gc_pause_seconds histogram
+coderoom_gateway_gc_pause_seconds_bucket{{generation="0",le="0.001"}} {g0}
+coderoom_gateway_gc_pause_seconds_bucket{{generation="0",le="0.005"}} {g0}
+coderoom_gateway_gc_pause_seconds_bucket{{generation="0",le="0.05"}} {g0}
+coderoom_gateway_gc_pause_seconds_bucket{{generation="0",le="+Inf"}} {g0}
+coderoom_gateway_gc_pause_seconds_count{{generation="0"}} {g0}
+coderoom_gateway_gc_pause_seconds_sum{{generation="0"}} 0.1
+coderoom_gateway_gc_pause_seconds_bucket{{generation="2",le="0.001"}} 0
+coderoom_gateway_gc_pause_seconds_bucket{{generation="2",le="0.005"}} {g2fast}
+coderoom_gateway_gc_pause_seconds_bucket{{generation="2",le="0.05"}} {g2}
+coderoom_gateway_gc_pause_seconds_bucket{{generation="2",le="+Inf"}} {g2}
+coderoom_gateway_gc_pause_seconds_count{{generation="2"}} {g2}
+coderoom_gateway_gc_pause_seconds_sum{{generation="2"}} 0.1
+"""
+
+
+def test_gc_pauses_per_generation_over_the_window() -> None:
+    before = [looplag.gc_buckets(GC_TEXT.format(g0=100, g2fast=1, g2=1))]
+    after = [looplag.gc_buckets(GC_TEXT.format(g0=900, g2fast=2, g2=5))]
+    gen0, gen1, gen2 = looplag.gc_summary(before, after)
+    assert gen0 == {"collections": 800, "longest": 0.001, "over5ms": 0}
+    assert gen1 == {"collections": 0, "longest": None, "over5ms": 0}  # none exported
+    assert gen2 == {"collections": 4, "longest": 0.05, "over5ms": 3}

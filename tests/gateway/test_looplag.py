@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from pathlib import Path
 
 import orjson
 
-from services.gateway.looplag import INTERVAL_SECONDS, LoopLagMonitor, StallReport, attribute
+from services.gateway.looplag import (
+    INTERVAL_SECONDS,
+    GcPauses,
+    LoopLagMonitor,
+    StallReport,
+    attribute,
+)
 from tests.infra import scaled
 
 STALL = 2.5 * INTERVAL_SECONDS  # longer than the interval: a tick always falls due inside
@@ -94,3 +101,26 @@ def test_without_a_profile_path_no_thread_and_no_file(tmp_path: Path) -> None:
     asyncio.run(main())
     assert lags and all(lag >= 0 for lag in lags)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_collection_is_timed_and_shows_in_a_stall_as_a_gc_frame() -> None:
+    seen: list[tuple[int, float]] = []
+    pauses = GcPauses(lambda generation, seconds: seen.append((generation, seconds)))
+    pauses.install()
+    try:
+        pauses.install()  # idempotent: one callback, not two
+        start = time.perf_counter()
+        gc.collect(2)
+        end = time.perf_counter()
+    finally:
+        pauses.remove()
+    assert [g for g, _ in seen] == [2]
+    assert 0 < seen[0][1] <= end - start
+    frames = pauses.within(start, end)
+    assert frames and {stack for _, stack in frames} == {("gc:gen2",)}
+    assert pauses.within(end, end + 1) == []  # not a collection of that window
+    gc.collect(2)  # removed: nothing more is recorded
+    assert len(seen) == 1
+    report = StallReport()
+    attribute(report, start, end, frames)
+    assert report.innermost["gc:gen2"] == len(frames)
