@@ -107,6 +107,15 @@ def node_port(node: dict[str, Any], tls: bool) -> int:
     return int(node.get(first) or node.get(second) or 0)
 
 
+def node_host(node: dict[str, Any]) -> str:
+    """A ``CLUSTER SHARDS`` node's address (pure): its preferred ``endpoint``, the one
+    ``MOVED``/``ASK`` and ``CLUSTER SLOTS`` name (the IP, or with
+    ``cluster-preferred-endpoint-type hostname`` the name a TLS certificate is more
+    likely to carry); the ``ip`` when the endpoint is unknown (``?``) or empty."""
+    endpoint = _text(node.get("endpoint") or "")
+    return endpoint if endpoint not in ("", "?") else _text(node.get("ip") or "")
+
+
 def parse_cluster_shards(reply: list[Any], tls: bool = False) -> SlotMap:
     """``CLUSTER SHARDS`` (RESP2) as a slot map of the healthy primaries, at the ports a
     client with (``tls``) or without TLS connects to (pure)."""
@@ -124,7 +133,7 @@ def parse_cluster_shards(reply: list[Any], tls: bool = False) -> SlotMap:
         )
         if primary is None:
             continue  # a shard without a live primary: its slots are not covered
-        host = _text(primary.get("ip") or primary.get("endpoint"))
+        host = node_host(primary)
         port = node_port(primary, tls)
         slots = [int(s) for s in shard["slots"]]
         ranges.extend((slots[i], slots[i + 1], (host, port)) for i in range(0, len(slots), 2))

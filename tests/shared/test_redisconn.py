@@ -15,6 +15,7 @@ from shared.redisconn import (
     SHARDED,
     SlotMap,
     hot_path,
+    node_host,
     node_port,
     parse_cluster_shards,
     seeds,
@@ -159,3 +160,18 @@ def test_cluster_shards_of_tls_nodes_map_slots_to_their_tls_ports() -> None:
     assert tls_map.owner(6000) == tls_map.owner(16383) == ("10.0.0.3", 7201)
     assert tls_map.primaries == [("10.0.0.2", 7100), ("10.0.0.3", 7201)]
     assert parse_cluster_shards(reply).owner(6000) == ("10.0.0.3", 7200)  # redis://
+
+
+@pytest.mark.parametrize(
+    ("node", "host"),
+    [
+        ({"ip": "10.0.0.1", "endpoint": "10.0.0.1"}, "10.0.0.1"),  # the default
+        # cluster-preferred-endpoint-type hostname: the name a certificate carries
+        ({"ip": "10.0.0.1", "endpoint": b"redis-1.example.net"}, "redis-1.example.net"),
+        ({"ip": b"10.0.0.1", "endpoint": b"?"}, "10.0.0.1"),  # unknown-endpoint
+        ({"ip": "10.0.0.1", "endpoint": ""}, "10.0.0.1"),
+        ({"ip": "10.0.0.1"}, "10.0.0.1"),
+    ],
+)
+def test_a_node_is_reached_at_its_preferred_endpoint(node: dict[str, object], host: str) -> None:
+    assert node_host(node) == host
