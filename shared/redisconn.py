@@ -30,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.driver_info import DriverInfo
+from redis.exceptions import RedisClusterException
 
 from shared.settings import Settings
 
@@ -38,8 +39,9 @@ _PUBLISH_CALL = re.compile(r"redis\.call\((['\"])PUBLISH\1\s*,")
 Node = tuple[str, int] | None  # a primary's address; None: the server REDIS_URL names
 
 
-class ClusterUnavailable(ConnectionError):
-    """No seed answered ``CLUSTER SHARDS``, or the cluster does not cover every slot."""
+class ClusterUnavailable(redis.exceptions.ConnectionError, ConnectionError):
+    """No seed answered ``CLUSTER SHARDS``, or the cluster does not cover every slot. A
+    ``RedisError`` and an ``OSError``, as one unreachable server's error would be."""
 
 
 def slot_of(key: str | bytes) -> int:
@@ -96,8 +98,27 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_cluster_shards(reply: list[Any]) -> SlotMap:
-    """``CLUSTER SHARDS`` (RESP2) as a slot map of the healthy primaries (pure)."""
+def node_port(node: dict[str, Any], tls: bool) -> int:
+    """A ``CLUSTER SHARDS`` node's port for a client with or without TLS (pure). A node
+    lists ``port`` (plaintext) and, with ``tls-cluster yes``, ``tls-port``; a TLS-only
+    node (``--port 0``) lists only ``tls-port``. A TLS client must use ``tls-port`` even
+    when both are listed; failing that, whichever the node has."""
+    first, second = ("tls-port", "port") if tls else ("port", "tls-port")
+    return int(node.get(first) or node.get(second) or 0)
+
+
+def node_host(node: dict[str, Any]) -> str:
+    """A ``CLUSTER SHARDS`` node's address (pure): its preferred ``endpoint``, the one
+    ``MOVED``/``ASK`` and ``CLUSTER SLOTS`` name (the IP, or with
+    ``cluster-preferred-endpoint-type hostname`` the name a TLS certificate is more
+    likely to carry); the ``ip`` when the endpoint is unknown (``?``) or empty."""
+    endpoint = _text(node.get("endpoint") or "")
+    return endpoint if endpoint not in ("", "?") else _text(node.get("ip") or "")
+
+
+def parse_cluster_shards(reply: list[Any], tls: bool = False) -> SlotMap:
+    """``CLUSTER SHARDS`` (RESP2) as a slot map of the healthy primaries, at the ports a
+    client with (``tls``) or without TLS connects to (pure)."""
     ranges: list[tuple[int, int, Node]] = []
     for raw in reply:
         shard = _pairs(raw)
@@ -112,8 +133,8 @@ def parse_cluster_shards(reply: list[Any]) -> SlotMap:
         )
         if primary is None:
             continue  # a shard without a live primary: its slots are not covered
-        host = _text(primary.get("ip") or primary.get("endpoint"))
-        port = int(primary.get("port") or primary.get("tls-port") or 0)
+        host = node_host(primary)
+        port = node_port(primary, tls)
         slots = [int(s) for s in shard["slots"]]
         ranges.extend((slots[i], slots[i + 1], (host, port)) for i in range(0, len(slots), 2))
     return SlotMap.from_ranges(ranges)
@@ -127,7 +148,21 @@ def sharded_script(script: str) -> str:
 
 
 class _ShardedCluster(RedisCluster):
-    """redis-py's cluster client whose registered scripts publish sharded."""
+    """redis-py's cluster client whose registered scripts publish sharded, and which
+    fails like one server when it cannot reach the cluster."""
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        # redis-py raises RedisClusterException (not a RedisError) when no node answers
+        # (a wrong CA, a wrong password, every seed down) or the slots are not covered;
+        # callers handle an unreachable Redis as a RedisError (503, retry, readiness).
+        try:
+            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(f"redis cluster unreachable: {exc}") from exc
 
     def register_script(self, script: str | bytes) -> AsyncScript:  # type: ignore[override]
         text = script.decode() if isinstance(script, bytes) else script
@@ -229,6 +264,7 @@ def hot_path(settings: Settings, known: Callable[[], list[Node]] | None = None) 
         return HotPath(_single_map, PLAIN)
     timeout = settings.redis_timeout_ms / 1000
     configured = seeds(settings)
+    tls = urlsplit(settings.redis_url).scheme == "rediss"
 
     async def load() -> SlotMap:
         tried: list[str] = []
@@ -250,7 +286,7 @@ def hot_path(settings: Settings, known: Callable[[], list[Node]] | None = None) 
                 continue
             finally:
                 await client.aclose()
-            slot_map = parse_cluster_shards(reply)
+            slot_map = parse_cluster_shards(reply, tls)
             if slot_map.uncovered:
                 raise ClusterUnavailable(
                     f"redis cluster at {host}:{port}: {slot_map.uncovered} of {SLOTS} "

@@ -8,6 +8,10 @@
 environment. ``.nodes`` are the processes (`ManagedProcess`), ``.client()`` a sync
 ``redis.RedisCluster``, ``.node_client(port)`` one node's plain client,
 ``.primary_of(key)`` the port of the primary owning a key's slot.
+
+``password=`` turns AUTH on; ``tls=True`` makes every node TLS only (``--port 0``, the
+cluster bus and replication in TLS, one self-signed certificate: ``.tls.ca_file``) and
+``.url`` a ``rediss://`` URL trusting it.
 """
 
 from __future__ import annotations
@@ -19,46 +23,69 @@ from pathlib import Path
 from typing import Any, Self
 
 from services import devcluster
+from shared.redisconn import node_port
 from tests.infra import LOCALHOST, ManagedProcess, scaled, tool_missing, wait_until
 
 
 class ClusterNode(ManagedProcess):
     name = "redis-node"
 
-    def __init__(self, tmp_dir: Path, port: int, node_timeout_ms: int, password: str) -> None:
+    def __init__(
+        self,
+        tmp_dir: Path,
+        port: int,
+        node_timeout_ms: int,
+        password: str,
+        tls: devcluster.Tls | None = None,
+    ) -> None:
         super().__init__(tmp_dir / f"node-{port}.log")
         self.tmp_dir = tmp_dir
         self.port = port
         self.node_timeout_ms = node_timeout_ms
         self.password = password
+        self.tls = tls
 
     def start(self) -> Self:
         self._spawn(
             devcluster.node_argv(
-                self.port, self.tmp_dir / str(self.port), self.node_timeout_ms, self.password
+                self.port,
+                self.tmp_dir / str(self.port),
+                self.node_timeout_ms,
+                self.password,
+                self.tls,
             )
         )
         return self
 
 
 class RedisClusterServers:
-    def __init__(self, tmp_dir: Path, node_timeout_ms: int = 1000, password: str = "") -> None:
-        if why := devcluster.tools_missing():
+    def __init__(
+        self, tmp_dir: Path, node_timeout_ms: int = 1000, password: str = "", tls: bool = False
+    ) -> None:
+        if why := devcluster.tools_missing(tls):
             tool_missing(why)
         self.tmp_dir = tmp_dir
         # Spread start points: parallel sessions (xdist workers) rarely collide.
         self.ports = devcluster.node_ports(first=random.randrange(20000, 45000))
         self.password = password
-        self.nodes = [ClusterNode(tmp_dir, p, node_timeout_ms, password) for p in self.ports]
+        self.tls = devcluster.make_cert(tmp_dir / "tls") if tls else None
+        self.nodes = [
+            ClusterNode(tmp_dir, p, node_timeout_ms, password, self.tls) for p in self.ports
+        ]
 
     @property
     def url(self) -> str:
-        url = devcluster.url(self.ports)
-        return url.replace("redis://", f"redis://:{self.password}@") if self.password else url
+        return devcluster.url(self.ports, self.password, self.tls)
 
     @property
     def extra_env(self) -> dict[str, str]:
-        return devcluster.env(self.ports)
+        # REDIS_URL with the password (a Fleet takes REDIS_URL from here, after .url).
+        return devcluster.env(self.ports, self.password, self.tls)
+
+    @property
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's options for a TLS node (none without TLS)."""
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)} if self.tls else {}
 
     def start(self, timeout: float = 30.0) -> Self:
         try:
@@ -66,14 +93,17 @@ class RedisClusterServers:
                 node.start()
             wait_until(lambda: all(self._pings(p) for p in self.ports), 10, message="nodes up")
             subprocess.run(
-                devcluster.create_argv(self.ports, self.password),
+                devcluster.create_argv(self.ports, self.password, self.tls),
                 check=True,
                 capture_output=True,
                 timeout=scaled(timeout),
             )
             # In a thread: it runs its own event loop, and the caller may be in one.
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(devcluster.wait_ok, self.ports, scaled(timeout), self.password).result()
+                wait = pool.submit(
+                    devcluster.wait_ok, self.ports, scaled(timeout), self.password, self.tls
+                )
+                wait.result()
         except BaseException:
             self.stop()
             raise
@@ -95,7 +125,11 @@ class RedisClusterServers:
         password = self.password or None
         try:
             with redis.Redis(
-                host=LOCALHOST, port=port, password=password, socket_timeout=0.5
+                host=LOCALHOST,
+                port=port,
+                password=password,
+                socket_timeout=0.5,
+                **self.tls_options,
             ) as client:
                 return bool(client.ping())
         except (redis.RedisError, OSError):
@@ -110,6 +144,7 @@ class RedisClusterServers:
             password=self.password or None,
             decode_responses=True,
             socket_timeout=5,
+            **self.tls_options,
         )
 
     def client(self) -> Any:
@@ -120,6 +155,7 @@ class RedisClusterServers:
             port=self.ports[0],
             password=self.password or None,
             decode_responses=True,
+            **self.tls_options,
         )
 
     def primaries(self) -> list[int]:
@@ -134,7 +170,7 @@ class RedisClusterServers:
             for shard in shards:
                 for node in shard["nodes"]:
                     if node["role"] == "master" and node["health"] == "online":
-                        out.append(int(node["port"]))
+                        out.append(node_port(node, self.tls is not None))
             return sorted(out)
         raise RuntimeError("no cluster node answers")
 
@@ -142,7 +178,7 @@ class RedisClusterServers:
         """Ports of a primary's replicas."""
         with self.node_client(primary) as client:
             for shard in client.execute_command("CLUSTER SHARDS"):
-                ports = {int(n["port"]): n["role"] for n in shard["nodes"]}
+                ports = {node_port(n, self.tls is not None): n["role"] for n in shard["nodes"]}
                 if ports.get(primary) == "master":
                     return [p for p, role in ports.items() if role != "master"]
         return []

@@ -10,7 +10,18 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from shared.redisconn import PLAIN, SHARDED, SlotMap, hot_path, seeds, sharded_script, url_at
+from shared.redisconn import (
+    PLAIN,
+    SHARDED,
+    SlotMap,
+    hot_path,
+    node_host,
+    node_port,
+    parse_cluster_shards,
+    seeds,
+    sharded_script,
+    url_at,
+)
 from shared.settings import load_settings
 from tests.infra import child_env, scaled
 
@@ -100,3 +111,67 @@ def test_a_service_with_a_wrong_combination_stops_at_start_naming_it(service: st
     )
     assert done.returncode == 2
     assert "REDIS_CLUSTER_NODES is set but REDIS_CLUSTER is not true" in done.stderr + done.stdout
+
+
+# CLUSTER SHARDS node entries as redis-server 7.0 sends them: a plain node; TLS only
+# (--port 0 --tls-port, tls-cluster yes); both ports (tls-cluster yes).
+PLAIN_NODE = {"id": "a", "port": 7000, "ip": "10.0.0.1", "role": "master"}
+TLS_ONLY = {"id": "b", "tls-port": 7100, "ip": "10.0.0.2", "role": "master"}
+BOTH = {"id": "c", "port": 7200, "tls-port": 7201, "ip": "10.0.0.3", "role": "master"}
+
+
+@pytest.mark.parametrize(
+    ("node", "tls", "port"),
+    [
+        (PLAIN_NODE, False, 7000),
+        (PLAIN_NODE, True, 7000),  # a TLS client on a plain node: whatever it has
+        (TLS_ONLY, True, 7100),
+        (TLS_ONLY, False, 7100),
+        (BOTH, True, 7201),  # a rediss:// client must not get the plaintext port
+        (BOTH, False, 7200),
+        ({"id": "d", "ip": "h"}, True, 0),  # no port at all (a node in handshake)
+    ],
+)
+def test_a_node_port_is_the_tls_port_for_a_tls_client(
+    node: dict[str, object], tls: bool, port: int
+) -> None:
+    assert node_port(node, tls) == port
+
+
+def _resp2(fields: dict[str, object]) -> list[object]:
+    """A map as RESP2 sends it: a flat list of names (bytes) and values."""
+    return [x for k, v in fields.items() for x in (k.encode(), v)]
+
+
+def _shard(slots: list[int], *nodes: dict[str, object]) -> list[object]:
+    listed = [_resp2({**n, "health": b"online"}) for n in nodes]
+    return _resp2({"slots": slots, "nodes": listed})
+
+
+def test_cluster_shards_of_tls_nodes_map_slots_to_their_tls_ports() -> None:
+    replica = {"id": "r", "port": 7300, "tls-port": 7301, "ip": "10.0.0.4", "role": "replica"}
+    reply = [
+        _shard([0, 5460], TLS_ONLY),
+        _shard([5461, 10922, 10923, 16383], BOTH, replica),
+    ]
+    tls_map = parse_cluster_shards(reply, tls=True)
+    assert tls_map.uncovered == 0
+    assert tls_map.owner(0) == ("10.0.0.2", 7100)
+    assert tls_map.owner(6000) == tls_map.owner(16383) == ("10.0.0.3", 7201)
+    assert tls_map.primaries == [("10.0.0.2", 7100), ("10.0.0.3", 7201)]
+    assert parse_cluster_shards(reply).owner(6000) == ("10.0.0.3", 7200)  # redis://
+
+
+@pytest.mark.parametrize(
+    ("node", "host"),
+    [
+        ({"ip": "10.0.0.1", "endpoint": "10.0.0.1"}, "10.0.0.1"),  # the default
+        # cluster-preferred-endpoint-type hostname: the name a certificate carries
+        ({"ip": "10.0.0.1", "endpoint": b"redis-1.example.net"}, "redis-1.example.net"),
+        ({"ip": b"10.0.0.1", "endpoint": b"?"}, "10.0.0.1"),  # unknown-endpoint
+        ({"ip": "10.0.0.1", "endpoint": ""}, "10.0.0.1"),
+        ({"ip": "10.0.0.1"}, "10.0.0.1"),
+    ],
+)
+def test_a_node_is_reached_at_its_preferred_endpoint(node: dict[str, object], host: str) -> None:
+    assert node_host(node) == host
