@@ -226,6 +226,38 @@ async def ping(client: Redis) -> None:
         raise ClusterUnavailable(f"redis cluster state is {state!r}, not ok")
 
 
+async def primary_run_ids(client: Redis) -> dict[str, str]:
+    """``INFO server``'s ``run_id`` of every primary, by address (``host:port``, as
+    ``key_owner`` names them; ``""`` for the one server): one command per primary, sent
+    together. On a cluster a primary that does not answer has run id ``""`` (a shard
+    down must not stop the caller's other work); on one server a failure raises."""
+    either: Any = client
+    if not isinstance(either, RedisCluster):
+        return {"": str((await client.info("server")).get("run_id", ""))}
+    nodes = either.get_primaries()
+    infos = await asyncio.gather(
+        *(either.info("server", target_nodes=n) for n in nodes), return_exceptions=True
+    )
+    return {
+        n.name: "" if isinstance(i, BaseException) else str(i.get("run_id", ""))
+        for n, i in zip(nodes, infos, strict=True)
+    }
+
+
+def key_owner(client: Redis) -> Callable[[str], str]:
+    """The address of the primary owning a key's slot, from the client's slot cache (no
+    I/O; ``""`` on one server, or for a slot no known primary covers)."""
+    either: Any = client
+    if not isinstance(either, RedisCluster):
+        return lambda _key: ""
+
+    def owner(key: str) -> str:
+        node = either.get_node_from_key(key)
+        return "" if node is None else str(node.name)
+
+    return owner
+
+
 # --- the gateway's hot path ---------------------------------------------------------------
 
 

@@ -200,6 +200,36 @@ class RedisClusterServers:
     def node(self, port: int) -> ClusterNode:
         return next(n for n in self.nodes if n.port == port)
 
+    def start_without_replicas(self, timeout: float = 30.0) -> Self:
+        """Instead of ``start``: 3 primaries and no replica, so a primary that dies stays
+        its shard's only node (``restart`` brings it back empty, owning its slots)."""
+        self.ports, self.nodes = self.ports[:3], self.nodes[:3]
+        argv = devcluster.create_argv(self.ports, self.password)
+        argv[argv.index("--cluster-replicas") + 1] = "0"
+        try:
+            for node in self.nodes:
+                node.start()
+            wait_until(lambda: all(self._pings(p) for p in self.ports), 10, message="nodes up")
+            subprocess.run(argv, check=True, capture_output=True, timeout=scaled(timeout))
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Block until every node says ``cluster_state:ok`` and knows every node."""
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(devcluster.wait_ok, self.ports, scaled(timeout), self.password).result()
+
+    def restart(self, port: int) -> None:
+        """SIGKILL a node and start it again on the same port with the same nodes.conf:
+        it rejoins with its role and slots, and (no persistence) without its data."""
+        node = self.node(port)
+        node.kill()
+        node.start()
+        wait_until(lambda: self._pings(port), 10, message=f"node {port} up again")
+
 
 def node_id(client: Any) -> str:
     return str(client.execute_command("CLUSTER MYID"))

@@ -2,7 +2,9 @@
 
 Every gateway runs this loop each ``HEARTBEAT_INTERVAL_SECONDS``:
 1. heartbeat: ``ZADD gateways <now> <id>``;
-2. notice a Redis that lost its data (its run id changed) and resync every room;
+2. notice a Redis primary that restarted empty (its run id changed; every primary on a
+   cluster) and write back what it held: the rooms of its slots, and the fleet-wide
+   sets if they lived there (``runids.py``; docs/cluster.md);
 3. every third tick, catch up rooms whose log is ahead of what this gateway applied (a
    lost last message: the only loss the sequence numbers on the channel cannot reveal);
 4. reap gateways silent for ``GATEWAY_DEAD_AFTER_SECONDS``: remove their members from
@@ -23,8 +25,10 @@ from redis.exceptions import RedisError
 from services.gateway.closing import RoomCloser
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.resync import Resync
+from services.gateway.runids import RunIds, plan, remembered, restarted
 from services.gateway.store import RoomStore, now_ms
 from shared.keys import Keys
+from shared.redisconn import key_owner, primary_run_ids
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,8 @@ class Housekeeper:
         self._metrics = metrics
         self._interval = interval
         self._dead_after_ms = int(dead_after * 1000)
-        self._run_id: str | None = None
+        self._run_ids: RunIds | None = None  # each primary's run id, by address
+        self._owner = key_owner(redis)
         # Since when this gateway's own heartbeats have gone through without a break:
         # while Redis (or the shard holding the heartbeats, during a cluster failover) was
         # unreachable, nobody could heartbeat, so no one is reaped until every gateway
@@ -107,12 +112,7 @@ class Housekeeper:
         await self.redis.zadd(self.keys.gateways, {self.id: now_ms()})
         if self._healthy_since is None:
             self._healthy_since = time.monotonic()
-        info = await self.redis.info("server")
-        run_id = str(info.get("run_id", ""))
-        if self._run_id is not None and run_id != self._run_id:
-            log.warning("redis restarted (run id changed): resyncing rooms")
-            await self._resync.resync_all()
-        self._run_id = run_id
+        await self.notice_restarts()
         await self._resync.resync_pending()
         self._ticks += 1
         if self._ticks % CHECK_ROOMS_EVERY == 0:
@@ -120,6 +120,28 @@ class Housekeeper:
         if time.monotonic() - self._healthy_since >= self._dead_after_ms / 1000:
             await self.reap()
         await self.sweep()
+
+    async def notice_restarts(self) -> None:
+        """Write back what a primary that restarted empty held. The run ids are kept only
+        once that went through: a failure midway is seen, and repaired, again."""
+        run_ids = await primary_run_ids(self.redis)
+        nodes = restarted(self._run_ids, run_ids)
+        if nodes:
+            served = self._resync.served()
+            repair = plan(nodes, self._owner, self.keys, self.id, served)
+            log.warning(
+                "redis %s restarted empty (run id changed): resyncing %d of %d rooms; "
+                "%d re-registered, %d graces checked",
+                ",".join(sorted(a or "server" for a in nodes)),
+                len(repair.resync),
+                len(served),
+                len(repair.register),
+                len(repair.rearm),
+            )
+            await self._resync.resync_rooms(set(repair.resync))
+            await self._resync.register(repair.register)
+            await self._resync.rearm_graces(repair.rearm)
+        self._run_ids = remembered(self._run_ids, run_ids)
 
     async def reap(self) -> None:
         dead_before = now_ms() - self._dead_after_ms

@@ -1,7 +1,8 @@
 """Putting this gateway's rooms back into Redis, and noticing when they drifted.
 
-After a lost pub/sub connection or a Redis that lost its data, every room re-registers
-its members and republishes what only this gateway holds (``resync_all``); a room that
+After a lost pub/sub connection or a Redis primary that lost its data, the rooms it held
+re-register their members and republish what only this gateway holds (``resync_rooms``),
+and the fleet-wide sets it held are written again (``register``, ``rearm_graces``); a room that
 noticed a loss on its own waits for housekeeping (``resync_pending``). The periodic
 ``check_rooms`` reads each room's head to catch a lost last message, the only loss the
 sequence numbers on the channel cannot reveal.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 
 from pycrdt import Doc, Text
 from redis.asyncio import Redis
@@ -65,9 +67,33 @@ class Resync:
         self._metrics = metrics
         self._background = background
 
-    async def resync_all(self) -> None:
-        """After the pub/sub connection came back: re-register and catch up every room."""
-        await self.resync_rooms(None)
+    def served(self) -> list[str]:
+        """The rooms open here."""
+        return [block_id for block_id, _, _ in self._registry.live()]
+
+    async def register(self, block_ids: Iterable[str]) -> None:
+        """Add rooms again to the lobby's set and this gateway's (a primary holding them
+        restarted empty): one ``SADD`` to each, whatever the number of rooms."""
+        rooms = sorted(block_ids)
+        if rooms:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self._keys.rooms, *rooms)
+                pipe.sadd(self._keys.gateway_rooms(self._id), *rooms)
+                await pipe.execute()
+
+    async def rearm_graces(self, block_ids: Iterable[str]) -> None:
+        """Set again the grace of the rooms whose mentor is away (the closing set's primary
+        restarted empty): their state says so; ``CHECK_CHUNK`` rooms per pipeline."""
+        rooms = sorted(block_ids)
+        for start in range(0, len(rooms), CHECK_CHUNK):
+            chunk = rooms[start : start + CHECK_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for block_id in chunk:
+                    pipe.hget(self._keys.room(block_id).state, "mentor_left_at")
+                away = await pipe.execute()
+            for block_id, left_at in zip(chunk, away, strict=True):
+                if left_at is not None:
+                    await self._closer.start_grace(block_id, keep_earlier=True)
 
     async def resync_rooms(
         self, block_ids: set[str] | None, suspect: frozenset[str] = frozenset()
