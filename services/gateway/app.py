@@ -40,7 +40,7 @@ from services.gateway.history import AuthorTags
 from services.gateway.housekeeping import Housekeeper
 from services.gateway.keepalive import Keepalive
 from services.gateway.loader import RoomLoader
-from services.gateway.looplag import LoopLagMonitor
+from services.gateway.looplag import LoopLagMonitor, freeze_startup_heap
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomRegistry
@@ -312,6 +312,7 @@ class Gateway:
 async def run(settings: Settings) -> None:
     gateway = Gateway(settings)
     server = await gateway.start()
+    gateway.metrics.gc_frozen.set(freeze_startup_heap())
     log.info("gateway %s listening on %s:%d", gateway.id, settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

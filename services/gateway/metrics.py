@@ -62,6 +62,11 @@ class GatewayMetrics(Collector):
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.gc_frozen = Gauge(
+            "coderoom_gateway_gc_frozen_objects",
+            "Objects made before serving, frozen out of the garbage collector's scans.",
+            registry=r,
+        )
         self.rooms_closed = Counter(
             "coderoom_gateway_rooms_closed_total", "Rooms closed by this gateway.", registry=r
         )

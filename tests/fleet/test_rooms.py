@@ -21,7 +21,7 @@ from shared.protocol import CloseCode
 from tests.fleet.classroom import boundaries
 from tests.fleet.conftest import GRACE, KEEPALIVE, Blocks, unique_client
 from tests.hardening.tools import raw_connect
-from tests.infra import Fleet, scaled
+from tests.infra import Fleet, scaled, scrape
 from tests.yclient import RoomClient, close_all, join, wait_for
 
 pytestmark = [pytest.mark.fleet]
@@ -389,3 +389,23 @@ async def test_lobby_status_from_redis(blocks: Blocks, gw: list[str]) -> None:
     await wait_for(lambda: (status() or {}).get("students") == 1, 5)
     await close_all(mentor, s[1], w)
     await wait_for(lambda: status() is None, GRACE + 5)
+
+
+async def test_each_gateway_froze_its_startup_heap_and_times_its_collections(
+    blocks: Blocks, gw: list[str], room_fleet: Fleet
+) -> None:
+    """What the gateway built before serving is out of the collector's scans (thousands
+    of objects: modules, classes, settings), and every collection's pause is measured."""
+    block = blocks.new()
+    clients = await mentor_two_students_watcher(gw, block.id)
+    for i in range(40):  # enough allocations for young collections on both gateways
+        clients[1 + i % 2].type_at_end(f"x{i};")
+    await wait_for(lambda: all("x39;" in c.value for c in clients), 10)
+
+    def young_collections(url: str) -> float:
+        return scrape(url)['coderoom_gateway_gc_pause_seconds_count{generation="0"}']
+
+    await wait_for(lambda: all(young_collections(g.url) > 0 for g in room_fleet.gateways), 10)
+    for gateway in room_fleet.gateways:
+        assert scrape(gateway.url)["coderoom_gateway_gc_frozen_objects"] > 10_000
+    await close_all(*clients)
