@@ -78,6 +78,9 @@ class Drainer:
         self._own_pending = True  # at start: whatever a previous life left us
         self._next_claim = 0.0
         self._backoff = FullJitterBackoff(cap=self.MAX_DELAY, base=0.5)
+        # The consumer group exists (XGROUP CREATE answers BUSYGROUP once it does: asking
+        # every loop cost a Redis error and an exception cycle for the collector a second).
+        self._group_ready = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="archive-drainer")
@@ -113,13 +116,16 @@ class Drainer:
         failures = 0
         while not self._stopping.is_set():
             try:
-                await self.queue.ensure_group()
+                if not self._group_ready:  # once, and again after any failure (NOGROUP)
+                    await self.queue.ensure_group()
+                    self._group_ready = True
                 entries = await self._next_entries()
                 if entries:
                     await self._drain(entries)
                 failures = 0
                 self.stats.failing_since = None
             except Exception as exc:
+                self._group_ready = False
                 failures += 1
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"

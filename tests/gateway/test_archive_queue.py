@@ -261,3 +261,41 @@ async def test_a_slow_write_is_not_mistaken_for_a_dead_consumer(
             await d.stop()
     assert sum(d.stats.duplicates for d in drainers) == 0  # nobody wrote another's batch
     assert await sessions.count_documents({}) == 40
+
+
+async def test_the_group_is_made_once_and_again_after_redis_lost_it(
+    redis: Redis, keys: Keys, sessions: Collection
+) -> None:
+    """Idle, the drainer does not ask for its consumer group on every poll (that was a
+    BUSYGROUP error a second per gateway); when Redis loses the stream and its group (a
+    restart), the next read fails with NOGROUP and the group is made again."""
+    queue = ArchiveQueue(redis, keys, max_len=1000)
+    drainer = Drainer(
+        queue,
+        "c1",
+        provider(sessions),
+        batch=8,
+        claim_idle_seconds=30,
+        write_timeout=30,
+        block_ms=50,  # poll fast: many idle loops in the window below
+    )
+    drainer.start()
+    try:
+        await queue.enqueue([record(i) for i in range(3)])
+        await drained(drainer, queue, 3)
+        before = await busygroup_errors(redis)
+        await asyncio.sleep(0.5)  # some ten idle polls
+        assert await busygroup_errors(redis) == before
+        await redis.delete(queue.key)  # the stream and its group are gone
+        await queue.enqueue([record(i) for i in range(3, 6)])  # a new stream, no group
+        await drained(drainer, queue, 6)
+    finally:
+        await drainer.stop()
+    assert drainer.stats.failures >= 1  # the NOGROUP read, then recovered
+
+
+async def busygroup_errors(redis: Redis) -> int:
+    """Replies the server gave as a BUSYGROUP error (INFO errorstats)."""
+    stats = await redis.info("errorstats")
+    entry = stats.get("errorstat_BUSYGROUP", {})
+    return int(entry.get("count", 0)) if isinstance(entry, dict) else 0
