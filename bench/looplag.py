@@ -75,3 +75,17 @@ def gc_summary(
         longest = min((le for le, c in w.items() if c >= n), default=None) if n else None
         out.append({"collections": n, "longest": longest, "over5ms": n - w.get(0.005, 0.0)})
     return out
+
+
+COUNTERS = ("coderoom_gateway_resyncs_total", "coderoom_gateway_catchups_total")
+
+
+def counters(text: str) -> dict[str, float]:
+    """The gateway's repair counters (rooms resynced, logs read to fill a gap): in a run
+    without faults both should stay near zero; a rise points at a bug or a stall."""
+    out = dict.fromkeys(COUNTERS, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name] = sample.value
+    return out

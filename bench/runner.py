@@ -166,6 +166,7 @@ class Runner:
         texts = [read_metrics(u)[1] for u in running.metrics_urls]
         before = [looplag.buckets(t) for t in texts]
         gc_before = [looplag.gc_buckets(t) for t in texts]
+        repairs_before = [looplag.counters(t) for t in texts]
         aux_before = {pid: cpu_seconds(pid) for pid in running.aux_pids}
         result = self.wait(self.spawn(target, running, scen, label, **kw))
         # Each aux process (Redis, or every node of a cluster) on its own, whole run: the
@@ -183,6 +184,17 @@ class Runner:
             say(f"   gateway loop lag p50 {p50} s, p99 {p99} s, ticks > 5 ms late: {over:g}")
             gcs = looplag.gc_summary(gc_before, [looplag.gc_buckets(t) for t in texts])
             result["gcPauses"] = gcs
+            repairs = [
+                {k: a[k] - b[k] for k in a}
+                for b, a in zip(repairs_before, [looplag.counters(t) for t in texts], strict=True)
+            ]
+            result["repairs"] = repairs
+            say(
+                "   gateway repairs: resyncs "
+                + ", ".join(f"{r['coderoom_gateway_resyncs_total']:g}" for r in repairs)
+                + "; log catch-ups "
+                + ", ".join(f"{r['coderoom_gateway_catchups_total']:g}" for r in repairs)
+            )
             say(
                 "   gateway GC: "
                 + "; ".join(

@@ -12,6 +12,7 @@ carries out the result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.gateway.channel import (
     Awareness,
@@ -90,3 +91,50 @@ def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
 def newer_presence(known: Presence | None, seen: Presence | None) -> bool:
     """Whether ``seen`` should replace the counts ``known`` (versions only grow)."""
     return seen is not None and (known is None or seen.version > known.version)
+
+
+# What the periodic check does with a room's head as read from Redis (``head_verdict``).
+HeadVerdict = Literal["ok", "catch_up", "resync", "dismiss", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A room as this gateway held it when its head was asked for."""
+
+    session: str
+    epoch: str
+    applied_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A room's head in Redis: state's session, seq and epoch (None: no state), tomb."""
+
+    session: str | None
+    seq: int
+    epoch: str | None
+    tomb: str | None
+
+
+def head_verdict(sent: Sent, head: Head, epoch_now: str, applied_now: int) -> HeadVerdict:
+    """Whether a served room drifted from Redis (the periodic check, ``Resync``).
+
+    The head is read some time after ``sent`` was taken, while the room goes on applying
+    its channel: compared with what was applied *when asked*, a head behind means Redis
+    lost writes (a failover), while against what is applied *now* it would only mean
+    updates arrived meanwhile — the false resyncs that the 800-room benchmark showed by
+    the hundred. A resync in between (another epoch here) makes the read stale.
+
+    ``ok``: in step (check the text); ``catch_up``: the log is ahead, read it;
+    ``resync``: Redis lost the room or writes of it; ``dismiss``: the session is over."""
+    if epoch_now != sent.epoch:
+        return "stale"
+    if head.session is None:
+        return "dismiss" if head.tomb == sent.session else "resync"
+    if head.session != sent.session:
+        return "dismiss"
+    if head.epoch != sent.epoch or head.seq < sent.applied_seq:
+        return "resync"
+    if head.seq > applied_now:
+        return "catch_up"
+    return "ok"

@@ -22,6 +22,7 @@ from services.gateway.background import Background
 from services.gateway.catchup import CatchUp
 from services.gateway.closing import RoomCloser
 from services.gateway.delivery import Delivery
+from services.gateway.inbound import Head, Sent, head_verdict
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
@@ -171,6 +172,7 @@ class Resync:
             await self._check_chunk(rooms[start : start + CHECK_CHUNK])
 
     async def _check_chunk(self, rooms: list[tuple[str, RoomHandle, RoomCore]]) -> None:
+        sent = [Sent(core.session, core.epoch, core.applied_seq) for _, _, core in rooms]
         async with self._redis.pipeline(transaction=False) as pipe:
             for block_id, _, _ in rooms:
                 keys = self._keys.room(block_id)
@@ -178,23 +180,22 @@ class Resync:
                 pipe.get(keys.tomb)
             results = await pipe.execute()
         for i, (block_id, handle, core) in enumerate(rooms):
-            (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
             if handle.needs_resync or handle.closed:
                 continue
-            if session is None:
-                if tomb is not None and tomb.decode() == core.session:
-                    self._registry.dismiss(block_id, handle, "mentor-left")
-                else:
-                    handle.needs_resync = True  # Redis lost the room
-            elif session.decode() != core.session:
+            (session, seq, epoch), tomb = results[2 * i], results[2 * i + 1]
+            head = Head(_text(session), int(seq or 0), _text(epoch), _text(tomb))
+            verdict = head_verdict(sent[i], head, core.epoch, core.applied_seq)
+            if verdict == "dismiss":
                 self._registry.dismiss(block_id, handle, "mentor-left")
-            elif epoch.decode() != core.epoch:
-                handle.needs_resync = True
-            elif int(seq) < core.applied_seq:
-                handle.needs_resync = True  # a failover lost writes this gateway applied
-            elif int(seq) > core.applied_seq:
+            elif verdict == "resync":
+                handle.needs_resync = True  # Redis lost the room, or writes of it
+            elif verdict == "catch_up":
                 self._background.spawn(self._catch_up.run(handle))
-            else:
+            elif verdict == "ok":
                 # Updates from other gateways are checked by their publisher; should it
                 # have gone before its update came back, the text is checked here.
                 self._solved.schedule(handle)
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()

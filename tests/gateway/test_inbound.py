@@ -3,6 +3,7 @@ sockets: own echoes, other epochs, gaps, presence versions, awareness queries, c
 
 from __future__ import annotations
 
+import pytest
 from pycrdt import Doc, Text
 
 from services.gateway.channel import (
@@ -15,7 +16,7 @@ from services.gateway.channel import (
     decode,
     encode_log_entry,
 )
-from services.gateway.inbound import Reaction, newer_presence, react
+from services.gateway.inbound import Head, Reaction, Sent, head_verdict, newer_presence, react
 from services.gateway.room import Limits, RoomCore
 from services.gateway.wire import presence_frame
 from services.gateway.ydoc import replay, template_update
@@ -125,3 +126,37 @@ def test_decoded_bytes_drive_the_same_decisions() -> None:
     (update,) = _edits(1)
     message = decode(encode_log_entry(OTHER, "epoch-1", 1, update))
     assert react(room, message, OWN).fanout == [protocol.sync_update(update)]
+
+
+SENT = Sent(session="s1", epoch="e1", applied_seq=10)
+
+
+@pytest.mark.parametrize(
+    ("head", "epoch_now", "applied_now", "verdict"),
+    [
+        (Head("s1", 10, "e1", None), "e1", 10, "ok"),
+        # Updates applied while the read was in flight: in step, not a loss.
+        (Head("s1", 10, "e1", None), "e1", 14, "ok"),
+        (Head("s1", 12, "e1", None), "e1", 14, "ok"),
+        # The log is ahead of what is applied now: read it.
+        (Head("s1", 12, "e1", None), "e1", 10, "catch_up"),
+        (Head("s1", 15, "e1", None), "e1", 14, "catch_up"),
+        # Behind what was applied when asked: a failover lost writes.
+        (Head("s1", 9, "e1", None), "e1", 10, "resync"),
+        (Head("s1", 9, "e1", None), "e1", 12, "resync"),
+        # Redis lost the room and someone re-seeded it (another epoch).
+        (Head("s1", 10, "e2", None), "e1", 10, "resync"),
+        (Head("s1", 10, None, None), "e1", 10, "resync"),
+        # No state: lost (resync) unless its tomb says this session closed.
+        (Head(None, 0, None, None), "e1", 10, "resync"),
+        (Head(None, 0, None, "s0"), "e1", 10, "resync"),
+        (Head(None, 0, None, "s1"), "e1", 10, "dismiss"),
+        # Another session: this one is over.
+        (Head("s2", 1, "e9", None), "e1", 10, "dismiss"),
+        # This gateway resynced the room meanwhile: the read says nothing.
+        (Head("s1", 3, "e2", None), "e2", 3, "stale"),
+        (Head(None, 0, None, None), "e3", 10, "stale"),
+    ],
+)
+def test_head_verdict(head: Head, epoch_now: str, applied_now: int, verdict: str) -> None:
+    assert head_verdict(SENT, head, epoch_now, applied_now) == verdict
