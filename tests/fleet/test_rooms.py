@@ -18,7 +18,7 @@ import pytest
 
 from services.gateway import tokens
 from shared.protocol import CloseCode
-from tests.fleet.classroom import boundaries
+from tests.fleet.classroom import Classroom, boundaries
 from tests.fleet.conftest import GRACE, KEEPALIVE, Blocks, unique_client
 from tests.hardening.tools import raw_connect
 from tests.infra import Fleet, scaled, scrape
@@ -409,3 +409,27 @@ async def test_each_gateway_froze_its_startup_heap_and_times_its_collections(
     for gateway in room_fleet.gateways:
         assert scrape(gateway.url)["coderoom_gateway_gc_frozen_objects"] > 10_000
     await close_all(*clients)
+
+
+def repairs(fleet: Fleet) -> list[float]:
+    """Each gateway's rooms resynced so far (a resync re-registers and republishes)."""
+    return [scrape(g.url)["coderoom_gateway_resyncs_total"] for g in fleet.gateways]
+
+
+async def test_students_typing_fast_need_no_repair(
+    blocks: Blocks, gw: list[str], room_fleet: Fleet
+) -> None:
+    """Without a fault nothing is resynced, however fast the channel moves while the
+    periodic check reads the rooms' heads (it once took updates applied during its read
+    for lost writes: tens of needless resyncs per gateway in every benchmark run)."""
+    room = Classroom(gw, [blocks.new().id for _ in range(6)], students=4)
+    await room.start()
+    before = repairs(room_fleet)
+    room.start_typing(interval=0.01)
+    await asyncio.sleep(scaled(5))  # several periodic checks on each gateway
+    edits = await room.stop_typing()
+    await room.wait_converged(15)
+    after = repairs(room_fleet)
+    await room.close()
+    assert edits > 500
+    assert after == before, f"resyncs without a fault: {before} -> {after}"
