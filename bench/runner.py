@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -69,6 +70,32 @@ class Handle:
                 return False
             time.sleep(0.1)
         return False
+
+
+class _WindowScrapes(threading.Thread):
+    """The gateways' metrics at the start and end of the measured window (connected,
+    then the warm-up), so the loop lag can be read without the connect phase."""
+
+    def __init__(self, handle: Handle, urls: Sequence[str], scen: Scenario) -> None:
+        super().__init__(daemon=True)
+        self.loadgen, self.urls, self.scen = handle, list(urls), scen
+        self.start_texts: list[str] = []
+        self.end_texts: list[str] = []
+        if self.urls:
+            self.start()
+
+    def run(self) -> None:
+        if not self.loadgen.wait_connected():
+            return
+        time.sleep(self.scen.warmup)
+        self.start_texts = [read_metrics(u)[1] for u in self.urls]
+        time.sleep(self.scen.duration)
+        if self.loadgen.popen.poll() is None:  # still measuring: the window is whole
+            self.end_texts = [read_metrics(u)[1] for u in self.urls]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.start_texts) and bool(self.end_texts)
 
 
 class Runner:
@@ -168,7 +195,11 @@ class Runner:
         gc_before = [looplag.gc_buckets(t) for t in texts]
         repairs_before = [looplag.counters(t) for t in texts]
         aux_before = {pid: cpu_seconds(pid) for pid in running.aux_pids}
-        result = self.wait(self.spawn(target, running, scen, label, **kw))
+        handle = self.spawn(target, running, scen, label, **kw)
+        window = _WindowScrapes(handle, running.metrics_urls, scen)
+        result = self.wait(handle)
+        if window.urls:
+            window.join()
         # Each aux process (Redis, or every node of a cluster) on its own, whole run: the
         # busiest one says whether a cluster really splits the load.
         result["auxEach"] = [
@@ -182,6 +213,16 @@ class Runner:
             result["loopLag"] = lag = looplag.summary(before, after)  # connect + warmup included
             p50, p99, over = lag["p50"], lag["p99"], lag["over5ms"]
             say(f"   gateway loop lag p50 {p50} s, p99 {p99} s, ticks > 5 ms late: {over:g}")
+            if window.ok:
+                w = looplag.summary(
+                    [looplag.buckets(t) for t in window.start_texts],
+                    [looplag.buckets(t) for t in window.end_texts],
+                )
+                result["loopLagWindow"] = w
+                say(
+                    f"   gateway loop lag in the measured window: p50 {w['p50']} s, "
+                    f"p99 {w['p99']} s, ticks > 5 ms late: {w['over5ms']:g} of {w['samples']:g}"
+                )
             gcs = looplag.gc_summary(gc_before, [looplag.gc_buckets(t) for t in texts])
             result["gcPauses"] = gcs
             repairs = [
