@@ -15,6 +15,7 @@ import pytest
 
 from services import devcluster
 from shared.redisconn import slot_of
+from tests.cluster.conftest import unready_services
 from tests.fleet.classroom import Classroom
 from tests.fleet.conftest import Blocks
 from tests.infra import EmbeddedMongo, Fleet, ServiceProcess, free_port, scaled, wait_until
@@ -222,19 +223,9 @@ def test_a_cluster_that_is_down_or_not_covering_every_slot_fails_readiness(
         "MONGODB_URL": mongo.url,
         "TOKEN_SECRET": "t" * 32,
     }
-    gateway = ServiceProcess("gateway", env, tmp_path / "logs").start("/healthz")
-    api = ServiceProcess("api", env, tmp_path / "logs").start("/healthz")
-    try:
-        for service in (gateway, api):
-            started = time.monotonic()
-            response = service.get("/readyz", timeout=10)
-            assert response.status_code == 503, response.text
-            assert time.monotonic() - started < scaled(6)  # an answer, not a hang
+    with unready_services(env, tmp_path / "logs") as (gateway, _):
         wait_until(lambda: "no redis cluster seed answered" in gateway.log_text(), 10)
         assert f"127.0.0.1:{dead[1]}" in gateway.log_text()
-    finally:
-        gateway.stop()
-        api.stop()
     # A cluster whose shard lost its primary and its replica: slots not covered.
     with RedisClusterServers(tmp_path / "cluster", node_timeout_ms=1000) as cluster:
         env.update(cluster.extra_env)

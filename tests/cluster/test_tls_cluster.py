@@ -22,9 +22,10 @@ from services import devcluster
 from services.gateway.resp import Endpoint
 from shared.redisconn import ClusterUnavailable, hot_path, ping, redis_client
 from shared.settings import load_settings
+from tests.cluster.conftest import unready_services
 from tests.fleet.classroom import Classroom
 from tests.fleet.conftest import Blocks, assert_single_slot
-from tests.infra import LOCALHOST, EmbeddedMongo, Fleet, ServiceProcess, scaled, wait_until
+from tests.infra import LOCALHOST, EmbeddedMongo, Fleet, scaled, wait_until
 from tests.rediscluster import RedisClusterServers
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -188,14 +189,7 @@ async def test_a_wrong_ca_is_refused_at_once_and_said(
         "MONGODB_URL": mongo.url,
         "TOKEN_SECRET": "t" * 32,
     }
-    gateway = ServiceProcess("gateway", env, tmp_path / "logs").start("/healthz")
-    api = ServiceProcess("api", env, tmp_path / "logs").start("/healthz")
-    try:
-        for service in (gateway, api):
-            asked = time.monotonic()
-            response = service.get("/readyz", timeout=10)
-            assert response.status_code == 503, response.text
-            assert time.monotonic() - asked < scaled(6)  # an answer, not a hang
+    with unready_services(env, tmp_path / "logs") as (gateway, api):
         lobby = api.get("/api/rooms", timeout=10)
         assert lobby.status_code == 503, lobby.text  # "Redis is unavailable", not a 500
         wait_until(lambda: "certificate verify failed" in gateway.log_text(), 10)
@@ -206,6 +200,3 @@ async def test_a_wrong_ca_is_refused_at_once_and_said(
             f"\nwrong CA: refused by the slot-map loader and the cluster client in "
             f"{in_process:.2f}s; gateway and api not ready, the gateway's log says why"
         )
-    finally:
-        gateway.stop()
-        api.stop()
