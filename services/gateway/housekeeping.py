@@ -92,16 +92,20 @@ class Housekeeper:
 
     async def _loop(self) -> None:
         interval = self._interval
+        said_down = False  # one line per outage, the first one included (even at start)
         while True:
             started = time.monotonic()
             try:
                 await self.tick()
-                self.redis_ok = True
+                if said_down:
+                    log.warning("housekeeping: redis available again")
+                self.redis_ok, said_down = True, False
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                if self.redis_ok:
+                if not said_down:
                     log.error("housekeeping: redis unavailable: %s", exc)
+                    said_down = True
                 self.redis_ok = False
                 self._healthy_since = None
             except Exception:

@@ -226,6 +226,10 @@ def test_a_cluster_that_is_down_or_not_covering_every_slot_fails_readiness(
     with unready_services(env, tmp_path / "logs") as (gateway, _):
         wait_until(lambda: "no redis cluster seed answered" in gateway.log_text(), 10)
         assert f"127.0.0.1:{dead[1]}" in gateway.log_text()
+        # Housekeeping says so too, once, though Redis was never reachable.
+        wait_until(lambda: "housekeeping: redis unavailable" in gateway.log_text(), 10)
+        time.sleep(scaled(1.5))  # more ticks fail, silently
+        assert gateway.log_text().count("housekeeping: redis unavailable") == 1
     # A cluster whose shard lost its primary and its replica: slots not covered.
     with RedisClusterServers(tmp_path / "cluster", node_timeout_ms=1000) as cluster:
         env.update(cluster.extra_env)
