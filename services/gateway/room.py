@@ -298,14 +298,19 @@ class RoomCore:
             return None
         self._text_dirty = False
         # Normalising only removes characters: a text shorter than the solution cannot
-        # match, and one equal to it needs no normalising.
-        text = str(self.text)
+        # match, and one equal to it needs no normalising. The Yjs length (UTF-8 bytes,
+        # never fewer than the characters) rules out a short text before it is copied
+        # out of the document.
         solution = self._solution
-        match = (
-            len(text) >= len(solution)
-            and text.startswith(self._solution_head)
-            and (text == solution or normalize_code(text) == solution)
-        )
+        if len(self.text) < len(solution):
+            match = False
+        else:
+            text = str(self.text)
+            match = (
+                len(text) >= len(solution)
+                and text.startswith(self._solution_head)
+                and (text == solution or normalize_code(text) == solution)
+            )
         if match == self.solved:
             return None
         self.solved = match
