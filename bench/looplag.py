@@ -72,7 +72,7 @@ def gc_summary(
     for g in range(3):
         w = window([b[g] for b in before], [a[g] for a in after])
         n = w.get(float("inf"), 0.0)
-        longest = min((le for le, c in w.items() if c >= n), default=None) if n else None
+        longest = percentile(w, 1.0)  # the smallest bound holding every pause
         out.append({"collections": n, "longest": longest, "over5ms": n - w.get(0.005, 0.0)})
     return out
 

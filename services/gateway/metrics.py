@@ -15,6 +15,9 @@ from prometheus_client.registry import Collector
 
 from services.gateway.archive_drainer import DrainStats
 
+# Seconds the event loop was held up (loop lag, garbage-collection pauses).
+PAUSE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
 
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
@@ -52,14 +55,14 @@ class GatewayMetrics(Collector):
         self.loop_lag = Histogram(
             "coderoom_gateway_loop_lag_seconds",
             "How late the event loop ran a timer that was due (sampled 10 times a second).",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            buckets=PAUSE_BUCKETS,
             registry=r,
         )
         self.gc_pause = Histogram(
             "coderoom_gateway_gc_pause_seconds",
             "How long each cyclic garbage collection stopped the gateway, by generation.",
             ["generation"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            buckets=PAUSE_BUCKETS,
             registry=r,
         )
         self.gc_frozen = Gauge(
