@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from websockets.datastructures import Headers
 
 from services.gateway import tokens
-from services.gateway.blocks import BlockSource, BlockUnavailable
+from services.gateway.blocks import Block, BlockSource, BlockUnavailable
 from services.gateway.chat import ChatRelay
 from services.gateway.closing import RoomCloser
 from services.gateway.connection import RoomConnection
@@ -33,7 +33,7 @@ from services.gateway.outbox import Outbox
 from services.gateway.registry import RoomHandle, RoomRegistry
 from services.gateway.resp import reconnect_delay
 from services.gateway.runs import RunRelay
-from services.gateway.store import RoomStore, now_ms
+from services.gateway.store import Joined, RoomStore, now_ms
 from services.gateway.wire import presence_frame
 from services.gateway.ydoc import template_update
 from shared import protocol
@@ -147,6 +147,38 @@ class Admission:
             else:
                 del self._per_ip[ip]
 
+    async def _join(
+        self,
+        block_id: str,
+        member_id: str,
+        watcher: bool,
+        client_id: str,
+        claimed: str,
+        block: Block,
+    ) -> Joined:
+        """Join the room; a session whose mentor's grace is over (its deadline was lost
+        with the closing set's node) is ended and archived first, then a new one joined."""
+        joined = Joined("expired", "")
+        for _ in range(2):
+            joined = await self._store.join(
+                block_id,
+                member_id,
+                watcher=watcher,
+                client_id=client_id,
+                claimed_session=claimed,
+                now_ms=now_ms(),
+                cap=self._policy.max_room_members,
+                new_session=secrets.token_hex(12),
+                template=template_update(block.template),
+                grace_ms=self._closer.grace_ms,
+            )
+            if joined.role != "expired":
+                break
+            await self._closer.end(
+                block_id, session=joined.session, force=False, reason="mentor-left"
+            )
+        return joined
+
     async def _serve(
         self, ws: RoomConnection, block_id: str, client: str, watcher: bool, token: str
     ) -> None:
@@ -172,20 +204,15 @@ class Admission:
         self._member_seq += 1
         member_id = f"{self._id}/{self._member_seq}"
         try:
-            joined = await self._store.join(
-                block_id,
-                member_id,
-                watcher=watcher,
-                client_id=client_id,
-                claimed_session=claimed,
-                now_ms=now_ms(),
-                cap=self._policy.max_room_members,
-                new_session=secrets.token_hex(12),
-                template=template_update(block.template),
-            )
+            joined = await self._join(block_id, member_id, watcher, client_id, claimed, block)
+            if joined.mentor_left_at is not None:
+                await self._closer.keep_grace(block_id, joined.mentor_left_at)
         except RedisError as exc:
             log.warning("join failed: %s", exc)
             await disconnect(ws, CloseCode.TRY_AGAIN_LATER, "room state unavailable")
+            return
+        if joined.role == "expired":  # ended by someone else meanwhile, and again expired
+            await disconnect(ws, CloseCode.TRY_AGAIN_LATER, "room is closing, try again")
             return
         if joined.role == "full":
             await disconnect(ws, CloseCode.ROOM_FULL, "room is full")

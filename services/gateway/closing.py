@@ -42,6 +42,16 @@ class RoomCloser:
         deadline = now_ms() + self._grace_ms
         await self._redis.zadd(self._keys.closing, {block_id: deadline}, nx=keep_earlier)
 
+    async def keep_grace(self, block_id: str, mentor_left_at: int) -> None:
+        """A joiner found the mentor away: make sure their grace is in the closing set
+        (it may have been lost with the set's node); a deadline already set is kept."""
+        deadline = mentor_left_at + self._grace_ms
+        await self._redis.zadd(self._keys.closing, {block_id: deadline}, nx=True)
+
+    @property
+    def grace_ms(self) -> int:
+        return self._grace_ms
+
     async def after_leave(self, block_id: str, mentor_away: bool, empty: bool) -> None:
         """What members leaving (a socket, or a dead gateway's) mean for the room."""
         if mentor_away:

@@ -26,7 +26,10 @@ local ROLE_FIELD = {m = 'n_mentor', s = 'n_student', w = 'n_watcher'}
 """
 
 # ARGV: member id, requested role ('watcher' or ''), client id, claimed session ('' if
-# none), now ms, member cap, new session id, template snapshot
+# none), now ms, member cap, new session id, template snapshot, mentor grace ms.
+# Returns {letter, session, epoch, m, s, w, pv, mentor_left_at or ''}, {'full', session},
+# or {'expired', session}: the mentor is away and their grace is over (its deadline in the
+# closing set was lost), so the session must end before anyone else joins it.
 JOIN = (
     _COUNTS
     + """
@@ -42,6 +45,7 @@ if not session then
   redis.call('XADD', KEYS[7], '*', 'k', 'o', 'd', ARGV[8])
 end
 local mentor = redis.call('HGET', KEYS[1], 'mentor') or ''
+local left_at = redis.call('HGET', KEYS[1], 'mentor_left_at')
 local letter
 if ARGV[2] == 'watcher' then
   letter = 'w'
@@ -53,11 +57,17 @@ elseif mentor == '' then
 else
   letter = 's'
 end
+if letter ~= 'm' and left_at and tonumber(ARGV[5]) - tonumber(left_at) >= tonumber(ARGV[9]) then
+  return {'expired', session}
+end
 local m, s, w = counts()
 if letter ~= 'm' and s + w >= tonumber(ARGV[6]) then
   return {'full', session}
 end
-if letter == 'm' then redis.call('HDEL', KEYS[1], 'mentor_left_at') end
+if letter == 'm' then
+  redis.call('HDEL', KEYS[1], 'mentor_left_at')
+  left_at = false
+end
 redis.call('HSET', KEYS[2], ARGV[1], letter .. ARGV[3])
 redis.call('HINCRBY', KEYS[1], ROLE_FIELD[letter], 1)
 redis.call('XADD', KEYS[7], '*', 'k', 'j', 'a', letter .. ARGV[3])
@@ -66,7 +76,7 @@ m, s, w, pv = presence()
 if s > tonumber(redis.call('HGET', KEYS[1], 'peak_students') or 0) then
   redis.call('HSET', KEYS[1], 'peak_students', s)
 end
-return {letter, session, redis.call('HGET', KEYS[1], 'epoch'), m, s, w, pv}
+return {letter, session, redis.call('HGET', KEYS[1], 'epoch'), m, s, w, pv, left_at or ''}
 """
 )
 

@@ -35,9 +35,11 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    role: str  # 'mentor' | 'student' | 'watcher' | 'full'
+    role: str  # 'mentor' | 'student' | 'watcher' | 'full' | 'expired'
     session: str
     presence: Presence | None = None
+    # When the mentor left, if they are away (ms): the grace this join must not lose.
+    mentor_left_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +131,18 @@ class RoomStore:
         cap: int,
         new_session: str,
         template: bytes,
+        grace_ms: int,
     ) -> Joined:
+        """Join the room's current session (opening one if none is open). A room whose
+        mentor's grace is over is not joined: ``expired``, and the caller ends it first."""
         args: list[Any] = [member_id, "watcher" if watcher else "", client_id, claimed_session]
-        args += [now_ms, cap, new_session, template]
+        args += [now_ms, cap, new_session, template, grace_ms]
         r = await self._join(keys=self._k(block_id), args=args)
-        if r[0] == b"full":
-            return Joined("full", r[1].decode())
+        if r[0] in (b"full", b"expired"):
+            return Joined(r[0].decode(), r[1].decode())
         counts = Presence(int(r[6]), int(r[3]) > 0, int(r[4]), int(r[5]))
-        return Joined(_ROLE[r[0]], r[1].decode(), counts)
+        left_at = int(r[7]) if r[7] else None
+        return Joined(_ROLE[r[0]], r[1].decode(), counts, left_at)
 
     async def leave(
         self, block_id: str, member_or_prefix: str, now_ms: int, *, prefix: bool = False

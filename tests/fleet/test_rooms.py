@@ -17,9 +17,10 @@ from collections.abc import Callable
 import pytest
 
 from services.gateway import tokens
+from shared.keys import Keys
 from shared.protocol import CloseCode
 from tests.fleet.classroom import Classroom, boundaries
-from tests.fleet.conftest import GRACE, KEEPALIVE, Blocks, unique_client
+from tests.fleet.conftest import GRACE, KEEPALIVE, BlockInfo, Blocks, unique_client
 from tests.hardening.tools import raw_connect
 from tests.infra import Fleet, scaled, scrape
 from tests.yclient import RoomClient, close_all, join, wait_for
@@ -275,6 +276,53 @@ async def test_mentor_leaving_closes_the_room_after_the_grace(
     fresh = await join(gw[1], block.id)
     assert fresh.role == "mentor" and fresh.value == block.template
     await fresh.close()
+
+
+async def test_a_grace_lost_with_the_closing_set_still_ends_the_room(
+    room_fleet: Fleet, blocks: Blocks, gw: list[str]
+) -> None:
+    """The mentor left a room nobody else serves, and the closing set lost its deadline
+    (its node restarted empty): whoever joins next keeps the grace, or, past it, ends the
+    old session (archived) and opens a new one."""
+    keys = Keys(room_fleet.env["REDIS_PREFIX"])
+    redis = room_fleet.redis.client()
+
+    async def abandoned() -> BlockInfo:
+        block = blocks.new()
+        mentor = await join(gw[0], block.id)
+        student = await join(gw[1], block.id)
+        student.type_at_end("old work")
+        await wait_for(lambda: "old work" in mentor.value, 5)
+        await mentor.close()
+        await wait_for(lambda: redis.zscore(keys.closing, block.id) is not None, 5)
+        await student.close()
+        assert redis.zrem(keys.closing, block.id) == 1  # what the node's restart does
+        return block
+
+    try:
+        past, during = await abandoned(), await abandoned()
+        # Within the grace: the joiner is a student, the deadline is set again, and the room
+        # ends when the grace is over.
+        late = await join(gw[0], during.id)
+        assert late.role == "student" and "old work" in late.value
+        assert redis.zscore(keys.closing, during.id) is not None
+        await wait_for(lambda: late.closed.is_set(), GRACE + 5)
+        assert late.close_code == CloseCode.ROOM_CLOSED
+        # Past the grace: the old session is ended and archived, the joiner mentors anew.
+        await asyncio.sleep(scaled(GRACE + 0.5))
+        fresh = await join(gw[1], past.id)
+        assert fresh.role == "mentor" and fresh.value == past.template
+
+        def archived() -> bool:
+            r = blocks.admin_get(f"/api/code-blocks/{past.id}/sessions")
+            return r.status_code == 200 and len(r.json()) == 1
+
+        await wait_for(archived, 10)
+        record = blocks.admin_get(f"/api/code-blocks/{past.id}/sessions").json()[0]
+        assert "old work" in record["finalCode"] and record["reason"] == "mentor-left"
+        await fresh.close()
+    finally:
+        redis.close()
 
 
 async def test_mentor_refresh_with_resume_token_keeps_the_room(

@@ -54,6 +54,7 @@ async def _open(store: RoomStore, session: str) -> None:
         cap=5,
         new_session=session,
         template=template_update(""),
+        grace_ms=10_000,
     )
 
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from services.gateway import channel
 from services.gateway.scripts import PUBLISH
-from services.gateway.store import Closed, Loaded, RoomStore
+from services.gateway.store import Closed, Joined, Loaded, RoomStore
 from services.gateway.ydoc import template_update
 from shared.keys import Keys
 from tests.infra import EmbeddedRedis, RedisServer, scaled, unique_name
@@ -68,6 +68,7 @@ async def join(store: RoomStore, member: str, client: str, **kw: object) -> obje
         "cap": 3,
         "new_session": "s" * 24,
         "template": template_update("tpl"),
+        "grace_ms": 10_000,
     }
     args.update(kw)
     return await store.join("b", member, client_id=client, **args)  # type: ignore[arg-type]
@@ -91,6 +92,44 @@ async def test_room_cap_never_refuses_the_mentor(store: RoomStore) -> None:
     session = (await store.load("b")).session  # type: ignore[union-attr]
     back = await join(store, "g/m2", "m", claimed_session=session)
     assert back.role == "mentor"  # type: ignore[attr-defined]
+
+
+async def test_a_joiner_keeps_an_away_mentors_grace_and_an_expired_one_is_not_joined(
+    store: RoomStore,
+) -> None:
+    mentor = await join(store, "g/1", "m")
+    session = mentor.session  # type: ignore[attr-defined]
+    assert mentor.mentor_left_at is None  # type: ignore[attr-defined]
+    await join(store, "g/2", "s1")
+    assert (await store.leave("b", "g/1", 2000))[1]  # the mentor is away since 2000
+    during = await join(store, "g/3", "s2", now_ms=2400, grace_ms=500)
+    assert (during.role, during.session, during.mentor_left_at) == ("student", session, 2000)  # type: ignore[attr-defined]
+    watcher = await join(store, "g/4", "w", watcher=True, now_ms=2499, grace_ms=500)
+    assert watcher.mentor_left_at == 2000  # type: ignore[attr-defined]
+    # The grace is over and nobody closed the room (its deadline was lost): not joined,
+    # and nothing about the room changed.
+    before = await store.redis.hgetall(store.keys.room("b").members)
+    late = await join(store, "g/5", "s3", now_ms=2500, grace_ms=500)
+    assert (late.role, late.session) == ("expired", session)  # type: ignore[attr-defined]
+    late_watcher = await join(store, "g/6", "w2", watcher=True, now_ms=9000, grace_ms=500)
+    assert late_watcher.role == "expired"  # type: ignore[attr-defined]
+    assert await store.redis.hgetall(store.keys.room("b").members) == before
+    # The mentor coming back with their session still gets the room back, grace or not.
+    back = await join(store, "g/7", "m", claimed_session=session, now_ms=9000, grace_ms=500)
+    assert (back.role, back.mentor_left_at) == ("mentor", None)  # type: ignore[attr-defined]
+    after = await join(store, "g/8", "s4", now_ms=99_000, grace_ms=500, cap=10)
+    assert (after.role, after.mentor_left_at) == ("student", None)  # type: ignore[attr-defined]
+    # Ended, the next joiner opens a new session and mentors it.
+    assert (await store.leave("b", "g/7", 100_000))[1]
+    assert await join(store, "g/9", "s5", now_ms=200_000, grace_ms=500) == Joined(
+        "expired", session
+    )
+    closed = await store.end_session(
+        "b", session=session, now_ms=200_000, grace_ms=500, reason="mentor-left", force=False
+    )
+    assert isinstance(closed, Closed)
+    fresh = await join(store, "g/9", "s5", now_ms=200_001, grace_ms=500, new_session="n" * 24)
+    assert (fresh.role, fresh.session) == ("mentor", "n" * 24)  # type: ignore[attr-defined]
 
 
 async def test_publish_load_compact(store: RoomStore) -> None:
