@@ -34,6 +34,9 @@ class Tls:
     cert_file: Path
     key_file: Path
     ca_file: Path  # a self-signed certificate is its own CA
+    # Nodes ask clients for a certificate (``tls-auth-clients yes``); clients then present
+    # this same one (it is signed by the CA the nodes trust: itself).
+    auth_clients: bool = False
 
 
 def cert_argv(directory: Path) -> list[str]:
@@ -45,12 +48,21 @@ def cert_argv(directory: Path) -> list[str]:
     ]
 
 
-def make_cert(directory: Path) -> Tls:
+def make_cert(directory: Path, auth_clients: bool = False) -> Tls:
     """Run ``cert_argv`` (raises CalledProcessError)."""
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(cert_argv(directory), check=True, capture_output=True)
     cert = directory / "cert.pem"
-    return Tls(cert_file=cert, key_file=directory / "key.pem", ca_file=cert)
+    return Tls(
+        cert_file=cert, key_file=directory / "key.pem", ca_file=cert, auth_clients=auth_clients
+    )
+
+
+def client_cert_options(tls: Tls | None) -> dict[str, str]:
+    """redis-py's options for the certificate a client presents (none unless asked)."""
+    if tls is None or not tls.auth_clients:
+        return {}
+    return {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
 
 
 def tools_missing(tls: bool = False) -> str | None:
@@ -111,11 +123,13 @@ def node_argv(
 
 def tls_argv(port: int, tls: Tls) -> list[str]:
     """A node's TLS options: TLS on ``port`` (the plaintext port is 0, i.e. none), for
-    the cluster bus and replication too; clients are not asked for a certificate."""
+    the cluster bus and replication too; clients are asked for a certificate only with
+    ``tls.auth_clients`` (the nodes present theirs to each other either way)."""
+    auth_clients = "yes" if tls.auth_clients else "no"
     return [
         *("--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes"),
         *("--tls-cert-file", str(tls.cert_file), "--tls-key-file", str(tls.key_file)),
-        *("--tls-ca-cert-file", str(tls.ca_file), "--tls-auth-clients", "no"),
+        *("--tls-ca-cert-file", str(tls.ca_file), "--tls-auth-clients", auth_clients),
     ]
 
 
@@ -123,6 +137,8 @@ def create_argv(ports: list[int], password: str = "", tls: Tls | None = None) ->
     """``redis-cli --cluster create``: the first half of ``ports`` become primaries."""
     auth = ["-a", password, "--no-auth-warning"] if password else []
     secure = ["--tls", "--cacert", str(tls.ca_file)] if tls else []
+    if tls and tls.auth_clients:
+        secure += ["--cert", str(tls.cert_file), "--key", str(tls.key_file)]
     return [
         shutil.which("redis-cli") or "redis-cli",
         *secure,
@@ -141,7 +157,9 @@ def url(ports: list[int], password: str = "", tls: Tls | None = None) -> str:
     auth = f":{quote(password, safe='')}@" if password else ""
     if tls is None:
         return f"redis://{auth}127.0.0.1:{ports[0]}/0"
-    return f"rediss://{auth}127.0.0.1:{ports[0]}/0?ssl_ca_certs={quote(str(tls.ca_file))}"
+    query = f"ssl_ca_certs={quote(str(tls.ca_file))}"
+    query += "".join(f"&{k}={quote(v)}" for k, v in client_cert_options(tls).items())
+    return f"rediss://{auth}127.0.0.1:{ports[0]}/0?{query}"
 
 
 def env(ports: list[int], password: str = "", tls: Tls | None = None) -> dict[str, str]:
@@ -167,6 +185,7 @@ async def cluster_ok(ports: list[int], password: str = "", tls: Tls | None = Non
             socket_connect_timeout=1,
             ssl=tls is not None,
             ssl_ca_certs=str(tls.ca_file) if tls else None,
+            **client_cert_options(tls),
         )
         try:
             info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]

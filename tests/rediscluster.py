@@ -11,7 +11,8 @@ environment. ``.nodes`` are the processes (`ManagedProcess`), ``.client()`` a sy
 
 ``password=`` turns AUTH on; ``tls=True`` makes every node TLS only (``--port 0``, the
 cluster bus and replication in TLS, one self-signed certificate: ``.tls.ca_file``) and
-``.url`` a ``rediss://`` URL trusting it.
+``.url`` a ``rediss://`` URL trusting it; ``client_certs=True`` also makes the nodes ask
+every client for a certificate (``tls-auth-clients yes``), and ``.url`` present one.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ class ClusterNode(ManagedProcess):
 
 class RedisClusterServers:
     def __init__(
-        self, tmp_dir: Path, node_timeout_ms: int = 1000, password: str = "", tls: bool = False
+        self,
+        tmp_dir: Path,
+        node_timeout_ms: int = 1000,
+        password: str = "",
+        tls: bool = False,
+        client_certs: bool = False,
     ) -> None:
         if why := devcluster.tools_missing(tls):
             tool_missing(why)
@@ -68,7 +74,7 @@ class RedisClusterServers:
         # Spread start points: parallel sessions (xdist workers) rarely collide.
         self.ports = devcluster.node_ports(first=random.randrange(20000, 45000))
         self.password = password
-        self.tls = devcluster.make_cert(tmp_dir / "tls") if tls else None
+        self.tls = devcluster.make_cert(tmp_dir / "tls", client_certs) if tls else None
         self.nodes = [
             ClusterNode(tmp_dir, p, node_timeout_ms, password, self.tls) for p in self.ports
         ]
@@ -85,7 +91,13 @@ class RedisClusterServers:
     @property
     def tls_options(self) -> dict[str, Any]:
         """redis-py's options for a TLS node (none without TLS)."""
-        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)} if self.tls else {}
+        if self.tls is None:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.tls.ca_file),
+            **devcluster.client_cert_options(self.tls),
+        }
 
     def start(self, timeout: float = 30.0) -> Self:
         try:

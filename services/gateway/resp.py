@@ -68,6 +68,8 @@ class Endpoint:
     db: int = 0
     ca_file: str | None = None  # ?ssl_ca_certs=
     verify: bool = True  # ?ssl_cert_reqs=none turns certificate checks off
+    cert_file: str | None = None  # ?ssl_certfile= : a client certificate (tls-auth-clients)
+    key_file: str | None = None  # ?ssl_keyfile= : its key (default: in the certificate file)
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -87,6 +89,8 @@ class Endpoint:
             db=int(options.get("db") or 0),
             ca_file=options.get("ssl_ca_certs"),
             verify=reqs not in ("none", "cert_none", "0"),
+            cert_file=options.get("ssl_certfile"),
+            key_file=options.get("ssl_keyfile"),
         )
 
     def at(self, host: str, port: int) -> Endpoint:
@@ -100,6 +104,8 @@ class Endpoint:
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
         return context
 
     def setup(self) -> list[tuple[str, ...]]:

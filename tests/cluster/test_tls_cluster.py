@@ -1,13 +1,15 @@
-"""The fleet on a Redis Cluster that speaks only TLS and asks for a password (issue #12,
-docs/cluster.md): 3 primaries + 3 replicas with ``--port 0 --tls-port P``, the cluster
-bus and replication in TLS, ``requirepass``; an api and two gateways given
-``REDIS_URL=rediss://:PASSWORD@...?ssl_ca_certs=CA`` and ``REDIS_CLUSTER=true``. Rooms
-on every shard converge across the gateways; and a client trusting the wrong CA is told
-so at once, by every path, instead of hanging."""
+"""The fleet on a Redis Cluster that speaks only TLS, asks every client for a certificate
+and for a password (issue #12, docs/cluster.md): 3 primaries + 3 replicas with ``--port 0
+--tls-port P``, the cluster bus and replication in TLS, ``tls-auth-clients yes``,
+``requirepass``; an api and two gateways given ``REDIS_URL=rediss://:PASSWORD@...
+?ssl_ca_certs=CA&ssl_certfile=CERT&ssl_keyfile=KEY`` and ``REDIS_CLUSTER=true``. Rooms on
+every shard converge across the gateways; and a client trusting the wrong CA, or without
+a certificate, is told so at once, by every path, instead of hanging."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -61,9 +63,16 @@ def test_a_tls_node_has_no_plaintext_port_and_tls_everywhere(tmp_path: Path) -> 
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     started = time.monotonic()
     cluster = RedisClusterServers(
-        tmp_path_factory.mktemp("tls-cluster"), node_timeout_ms=1000, password=PASSWORD, tls=True
+        tmp_path_factory.mktemp("tls-cluster"),
+        node_timeout_ms=1000,
+        password=PASSWORD,
+        tls=True,
+        client_certs=True,
     ).start()
-    print(f"\nTLS + AUTH cluster (3 primaries, 3 replicas) up in {time.monotonic() - started:.2f}s")
+    print(
+        f"\nTLS (client certificates) + AUTH cluster (3 primaries, 3 replicas) up in "
+        f"{time.monotonic() - started:.2f}s"
+    )
     yield cluster
     cluster.stop()
 
@@ -71,13 +80,17 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClust
 def test_the_cluster_urls_carry_tls_and_the_password(tls_cluster: RedisClusterServers) -> None:
     assert tls_cluster.tls is not None
     env = tls_cluster.extra_env
+    tls = tls_cluster.tls
     assert env["REDIS_URL"] == (
         f"rediss://:{quote(PASSWORD, safe='')}@127.0.0.1:{tls_cluster.ports[0]}/0"
-        f"?ssl_ca_certs={tls_cluster.tls.ca_file}"
+        f"?ssl_ca_certs={tls.ca_file}&ssl_certfile={tls.cert_file}&ssl_keyfile={tls.key_file}"
     )
     endpoint = Endpoint.from_url(env["REDIS_URL"]).at("127.0.0.1", tls_cluster.ports[3])
     assert endpoint.tls and endpoint.password == PASSWORD
-    assert endpoint.ca_file == str(tls_cluster.tls.ca_file)
+    assert endpoint.ca_file == str(tls.ca_file)
+    assert (endpoint.cert_file, endpoint.key_file) == (str(tls.cert_file), str(tls.key_file))
+    with tls_cluster.node_client(tls_cluster.ports[0]) as node:
+        assert node.config_get("tls-auth-clients") == {"tls-auth-clients": "yes"}
 
 
 def no_plaintext(cluster: RedisClusterServers, port: int) -> None:
@@ -200,3 +213,32 @@ async def test_a_wrong_ca_is_refused_at_once_and_said(
             f"\nwrong CA: refused by the slot-map loader and the cluster client in "
             f"{in_process:.2f}s; gateway and api not ready, the gateway's log says why"
         )
+
+
+async def test_a_client_without_a_certificate_is_refused_at_once_and_said(
+    tls_cluster: RedisClusterServers,
+) -> None:
+    """The right CA and password but no client certificate: the nodes end the handshake
+    (``tls-auth-clients yes``); the slot-map loader and the cluster client both raise
+    ClusterUnavailable (a RedisError: 503, retried) within the timeout, naming the seeds."""
+    assert tls_cluster.tls is not None
+    anonymous = dataclasses.replace(tls_cluster.tls, auth_clients=False)
+    settings = load_settings(
+        redis_url=devcluster.url(tls_cluster.ports, PASSWORD, anonymous),
+        redis_cluster=True,
+        redis_cluster_nodes=",".join(f"127.0.0.1:{p}" for p in tls_cluster.ports[1:3]),
+        redis_timeout_ms=1000,
+    )
+    assert "ssl_certfile" not in settings.redis_url
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailable) as caught:
+        await asyncio.wait_for(hot_path(settings).load_map(), scaled(10))
+    assert all(f"127.0.0.1:{p}" in str(caught.value) for p in tls_cluster.ports[:3])
+    cold = redis_client(settings, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        with pytest.raises(ClusterUnavailable) as refused:
+            await asyncio.wait_for(ping(cold), scaled(10))
+    finally:
+        await cold.aclose()
+    took = time.monotonic() - started
+    print(f"\nno client certificate: refused in {took:.2f}s: {caught.value}; {refused.value}")

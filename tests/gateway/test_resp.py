@@ -110,6 +110,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredRedis
             "rediss://h?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem",
             Endpoint(host="h", tls=True, verify=False, ca_file="/ca.pem"),
         ),
+        (
+            "rediss://h?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+            Endpoint(host="h", tls=True, ca_file="/ca.pem", cert_file="/c.pem", key_file="/k.pem"),
+        ),
     ],
 )
 def test_endpoint_reads_the_whole_url(url: str, expected: Endpoint) -> None:
