@@ -185,7 +185,8 @@ async def cluster_ok(ports: list[int], password: str = "", tls: Tls | None = Non
             socket_connect_timeout=1,
             ssl=tls is not None,
             ssl_ca_certs=str(tls.ca_file) if tls else None,
-            **client_cert_options(tls),
+            ssl_certfile=client_cert_options(tls).get("ssl_certfile"),
+            ssl_keyfile=client_cert_options(tls).get("ssl_keyfile"),
         )
         try:
             info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
