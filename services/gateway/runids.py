@@ -46,10 +46,6 @@ class Repair:
     register: frozenset[str]  # other rooms to add again to the lobby's and our sets
     rearm: frozenset[str]  # other rooms whose mentor grace may have to be set again
 
-    @property
-    def needed(self) -> bool:
-        return bool(self.nodes)
-
 
 def plan(
     nodes: frozenset[str],

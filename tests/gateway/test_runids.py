@@ -99,7 +99,7 @@ ROOMS = {"r1": A, "r2": A, "r3": B, "r4": C}
 def test_plan_resyncs_only_the_restarted_nodes_rooms() -> None:
     owner = make_owner(ROOMS, {KEYS.rooms: C, KEYS.gateway_rooms(GW): C, KEYS.closing: C})
     repair = plan(frozenset({A}), owner, KEYS, GW, ROOMS)
-    assert repair.needed
+    assert repair.nodes
     assert repair.resync == {"r1", "r2"}
     assert repair.register == set() and repair.rearm == set()
 
@@ -134,7 +134,7 @@ def test_plan_for_two_nodes_and_for_none() -> None:
     assert repair.resync == {"r1", "r2", "r3"}
     assert repair.register == {"r4"} and repair.rearm == set()
     nothing = plan(frozenset(), owner, KEYS, GW, ROOMS)
-    assert not nothing.needed
+    assert not nothing.nodes
     assert nothing.resync == nothing.register == nothing.rearm == set()
 
 
@@ -146,4 +146,4 @@ def test_plan_on_one_server_resyncs_every_room_and_nothing_else() -> None:
 
 def test_plan_with_no_rooms_served() -> None:
     repair = plan(frozenset({A}), lambda _key: A, KEYS, GW, [])
-    assert repair.needed and not (repair.resync or repair.register or repair.rearm)
+    assert repair.nodes and not (repair.resync or repair.register or repair.rearm)
