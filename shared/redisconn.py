@@ -94,7 +94,8 @@ def _pairs(raw: list[Any] | dict[Any, Any]) -> dict[str, Any]:
     return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in items}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply's bytes as text (a client with decode_responses gives str already)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -112,8 +113,8 @@ def node_host(node: dict[str, Any]) -> str:
     ``MOVED``/``ASK`` and ``CLUSTER SLOTS`` name (the IP, or with
     ``cluster-preferred-endpoint-type hostname`` the name a TLS certificate is more
     likely to carry); the ``ip`` when the endpoint is unknown (``?``) or empty."""
-    endpoint = _text(node.get("endpoint") or "")
-    return endpoint if endpoint not in ("", "?") else _text(node.get("ip") or "")
+    endpoint = as_text(node.get("endpoint") or "")
+    return endpoint if endpoint not in ("", "?") else as_text(node.get("ip") or "")
 
 
 def parse_cluster_shards(reply: list[Any], tls: bool = False) -> SlotMap:
@@ -127,7 +128,7 @@ def parse_cluster_shards(reply: list[Any], tls: bool = False) -> SlotMap:
             (
                 n
                 for n in nodes
-                if _text(n["role"]) in ("master", "primary") and _text(n["health"]) == "online"
+                if as_text(n["role"]) in ("master", "primary") and as_text(n["health"]) == "online"
             ),
             None,
         )

@@ -28,17 +28,13 @@ from services.gateway.resync import Resync
 from services.gateway.runids import RunIds, plan, remembered, restarted
 from services.gateway.store import RoomStore, now_ms
 from shared.keys import Keys
-from shared.redisconn import key_owner, primary_run_ids
+from shared.redisconn import as_text, key_owner, primary_run_ids
 
 log = logging.getLogger(__name__)
 
 # The periodic "is the room log ahead of us?" check costs two commands per served room;
 # gaps are normally seen at once on the channel, so it is only a safety net.
 CHECK_ROOMS_EVERY = 3
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class Housekeeper:
@@ -151,7 +147,7 @@ class Housekeeper:
         dead_before = now_ms() - self._dead_after_ms
         dead = await self.redis.zrangebyscore(self.keys.gateways, "-inf", dead_before)
         for raw in dead:
-            gateway = _text(raw)
+            gateway = as_text(raw)
             if gateway == self.id:
                 continue
             lock = await self.redis.set(self.keys.reap_lock(gateway), self.id, nx=True, px=10000)
@@ -160,7 +156,7 @@ class Housekeeper:
             rooms = await self.redis.smembers(self.keys.gateway_rooms(gateway))
             log.warning("reaping gateway %s (%d rooms)", gateway, len(rooms))
             for room in rooms:
-                block_id = _text(room)
+                block_id = as_text(room)
                 _, mentor_away, empty = await self._store.leave(
                     block_id, gateway + "/", now_ms(), prefix=True
                 )
@@ -179,7 +175,7 @@ class Housekeeper:
             ),
         )
         for raw, score in due:
-            block_id = _text(raw)
+            block_id = as_text(raw)
             status = await self._closer.end(block_id, session="", force=False, reason="mentor-left")
             if status in ("stale", "none", "closed"):
                 await self._store.forget_closing(block_id, int(score))
