@@ -140,7 +140,11 @@ class Housekeeper:
             )
             await self._resync.resync_rooms(set(repair.resync))
             await self._resync.register(repair.register)
-            await self._resync.rearm_graces(repair.rearm)
+            rearm = set(repair.rearm)
+            if repair.fleet_graces:  # after register: P:rooms may have been lost too
+                fleet = {as_text(b) for b in await self.redis.smembers(self.keys.rooms)}
+                rearm |= fleet - repair.resync
+            await self._resync.rearm_graces(rearm)
         self._run_ids = remembered(self._run_ids, run_ids)
 
     async def reap(self) -> None:

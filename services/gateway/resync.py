@@ -84,7 +84,8 @@ class Resync:
 
     async def rearm_graces(self, block_ids: Iterable[str]) -> None:
         """Set again the grace of the rooms whose mentor is away (the closing set's primary
-        restarted empty): their state says so; ``CHECK_CHUNK`` rooms per pipeline."""
+        restarted empty): their state says since when; ``CHECK_CHUNK`` rooms per pipeline.
+        A deadline still there is kept (``ZADD NX``)."""
         rooms = sorted(block_ids)
         for start in range(0, len(rooms), CHECK_CHUNK):
             chunk = rooms[start : start + CHECK_CHUNK]
@@ -94,7 +95,7 @@ class Resync:
                 away = await pipe.execute()
             for block_id, left_at in zip(chunk, away, strict=True):
                 if left_at is not None:
-                    await self._closer.start_grace(block_id, keep_earlier=True)
+                    await self._closer.keep_grace(block_id, int(left_at))
 
     async def resync_rooms(
         self, block_ids: set[str] | None, suspect: frozenset[str] = frozenset()

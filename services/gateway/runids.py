@@ -45,6 +45,9 @@ class Repair:
     resync: frozenset[str]  # rooms whose keys lived there: RESYNC each
     register: frozenset[str]  # other rooms to add again to the lobby's and our sets
     rearm: frozenset[str]  # other rooms whose mentor grace may have to be set again
+    # The closing set was lost: rooms no gateway serves may have had a grace there too
+    # (their mentor_left_at tells), so the fleet's open rooms are read and checked.
+    fleet_graces: bool = False
 
 
 def plan(
@@ -69,4 +72,5 @@ def plan(
         resync,
         others if sets_lost else frozenset(),
         others if closing_lost else frozenset(),
+        closing_lost,
     )

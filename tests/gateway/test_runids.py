@@ -102,6 +102,7 @@ def test_plan_resyncs_only_the_restarted_nodes_rooms() -> None:
     assert repair.nodes
     assert repair.resync == {"r1", "r2"}
     assert repair.register == set() and repair.rearm == set()
+    assert not repair.fleet_graces
 
 
 def test_plan_with_the_lobby_set_lost_registers_the_other_rooms_again() -> None:
@@ -126,6 +127,7 @@ def test_plan_with_the_closing_set_lost_rearms_the_other_rooms() -> None:
     assert repair.resync == {"r4"}
     assert repair.register == set()
     assert repair.rearm == {"r1", "r2", "r3"}
+    assert repair.fleet_graces  # and the rooms no gateway serves: read from the lobby's set
 
 
 def test_plan_for_two_nodes_and_for_none() -> None:
@@ -133,8 +135,9 @@ def test_plan_for_two_nodes_and_for_none() -> None:
     repair = plan(frozenset({A, B}), owner, KEYS, GW, ROOMS)
     assert repair.resync == {"r1", "r2", "r3"}
     assert repair.register == {"r4"} and repair.rearm == set()
+    assert not repair.fleet_graces
     nothing = plan(frozenset(), owner, KEYS, GW, ROOMS)
-    assert not nothing.nodes
+    assert not nothing.nodes and not nothing.fleet_graces
     assert nothing.resync == nothing.register == nothing.rearm == set()
 
 
@@ -147,3 +150,4 @@ def test_plan_on_one_server_resyncs_every_room_and_nothing_else() -> None:
 def test_plan_with_no_rooms_served() -> None:
     repair = plan(frozenset({A}), lambda _key: A, KEYS, GW, [])
     assert repair.nodes and not (repair.resync or repair.register or repair.rearm)
+    assert repair.fleet_graces  # nothing served here, but others' rooms may need it
