@@ -72,6 +72,13 @@ class Solved:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsolved:
+    """The text stopped matching (the flag went back to 0)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     session: str
     reason: str
@@ -93,6 +100,7 @@ Message = (
     | AwarenessQuery
     | Presence
     | Solved
+    | Unsolved
     | SessionClosed
     | RunShared
     | ChatShared
@@ -127,6 +135,10 @@ def encode_presence(counts: Presence) -> bytes:
 
 def encode_solved(seq: int) -> bytes:
     return b"S%d" % seq
+
+
+def encode_unsolved(seq: int) -> bytes:
+    return b"N%d" % seq
 
 
 def encode_session_closed(session: str, reason: str) -> bytes:
@@ -175,6 +187,8 @@ def decode(data: bytes) -> Message:
         return Presence(_int(version), mentor == b"1", _int(students), _int(watchers))
     if kind == b"S":
         return Solved(_int(body))
+    if kind == b"N":
+        return Unsolved(_int(body))
     if kind == b"C":
         session, sep, reason = body.partition(b"\x00")
         if not sep:

@@ -24,6 +24,7 @@ from services.gateway.channel import (
     RunShared,
     SessionClosed,
     Solved,
+    Unsolved,
 )
 from services.gateway.room import RoomCore
 from services.gateway.wire import presence_frame
@@ -80,6 +81,11 @@ def react(core: RoomCore, message: Message, own: bytes) -> Reaction:
     elif isinstance(message, Solved):
         core.solved = True
         out.fanout.append(protocol.SOLVED)
+    elif isinstance(message, Unsolved):
+        # Another gateway saw the text stop matching. The next match may come from an
+        # update that is this gateway's to check: check against the flag as it is now.
+        core.unsolved()
+        out.check_solved = True
     elif isinstance(message, SessionClosed):
         if message.session == core.session:
             out.dismiss = message.reason

@@ -87,7 +87,8 @@ class GatewayMetrics(Collector):
         family = CounterMetricFamily(
             "coderoom_gateway_redis_messages",
             "Pub/sub messages received from Redis, by kind (U update, A awareness, "
-            "P presence, S solved, C closed, Q awareness query). Only rooms this gateway "
+            "P presence, S solved, N no longer solved, C closed, Q awareness query, "
+            "R run, M chat). Only rooms this gateway "
             "serves are subscribed.",
             labels=["kind"],
         )

@@ -316,5 +316,10 @@ class RoomCore:
         self.solved = match
         return match
 
+    def unsolved(self) -> None:
+        """The fleet-wide flag went back to 0: the next check compares the text again."""
+        self.solved = False
+        self._text_dirty = True
+
     def full_update(self, state_vector: bytes | None = None) -> bytes:
         return self.doc.get_update(state_vector) if state_vector else self.doc.get_update()

@@ -180,6 +180,8 @@ return out
 """
 
 # ARGV: session, seq the check saw, matched (1/0). Returns 1 when it became solved.
+# Both flips are published ('S' solved, 'N' no longer): every gateway keeps the flag's
+# value, and checks its own text again on 'N' (the next match may be another's to see).
 SOLVED = """
 local v = redis.call('HMGET', KEYS[1], 'session', 'solved', 'solved_seq')
 if v[1] ~= ARGV[1] or tonumber(ARGV[2]) < tonumber(v[3]) then return 0 end
@@ -190,7 +192,10 @@ if ARGV[3] == '1' and v[2] ~= '1' then
   redis.call('PUBLISH', KEYS[5], 'S' .. ARGV[2])
   return 1
 end
-if ARGV[3] == '0' and v[2] == '1' then redis.call('HSET', KEYS[1], 'solved', 0) end
+if ARGV[3] == '0' and v[2] == '1' then
+  redis.call('HSET', KEYS[1], 'solved', 0)
+  redis.call('PUBLISH', KEYS[5], 'N' .. ARGV[2])
+end
 return 0
 """
 

@@ -17,6 +17,7 @@ from services.gateway.channel import (
     RunShared,
     SessionClosed,
     Solved,
+    Unsolved,
     awareness_prefix,
     decode,
     encode_awareness,
@@ -26,6 +27,7 @@ from services.gateway.channel import (
     encode_run,
     encode_session_closed,
     encode_solved,
+    encode_unsolved,
 )
 
 
@@ -40,6 +42,7 @@ from services.gateway.channel import (
         (b"P7\x001\x003\x000", Presence(7, True, 3, 0)),
         (b"P1\x000\x000\x002", Presence(1, False, 0, 2)),
         (b"S41", Solved(41)),
+        (b"N42", Unsolved(42)),
         (b"Cabc\x00mentor-left", SessionClosed("abc", "mentor-left")),
         (b"Cabc\x00", SessionClosed("abc", "")),
         (b'R{"type":"run"}', RunShared(b'{"type":"run"}')),
@@ -80,6 +83,7 @@ def test_encoders_write_what_decode_reads() -> None:
     assert encode_query(b"gw") == b"Qgw"
     assert encode_presence(Presence(3, False, 2, 1)) == b"P3\x000\x002\x001"
     assert encode_solved(9) == b"S9"
+    assert encode_unsolved(10) == b"N10"
     assert encode_session_closed("s", "empty") == b"Cs\x00empty"
     assert encode_run(b'{"a":1}') == b'R{"a":1}' and decode(encode_run(b"{}")) == RunShared(b"{}")
 
@@ -111,6 +115,7 @@ def test_presence_round_trip(version: int, mentor: bool, students: int, watchers
 @given(counts, texts, texts)
 def test_solved_and_close_round_trip(seq: int, session: str, reason: str) -> None:
     assert decode(encode_solved(seq)) == Solved(seq)
+    assert decode(encode_unsolved(seq)) == Unsolved(seq)
     assert decode(encode_session_closed(session, reason)) == SessionClosed(session, reason)
 
 

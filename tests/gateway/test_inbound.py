@@ -13,6 +13,7 @@ from services.gateway.channel import (
     Presence,
     SessionClosed,
     Solved,
+    Unsolved,
     decode,
     encode_log_entry,
 )
@@ -117,6 +118,12 @@ def test_solved_and_the_close_of_this_session_only() -> None:
     room = _room()
     assert react(room, Solved(3), OWN) == Reaction(fanout=[protocol.SOLVED])
     assert room.solved
+    # Another gateway saw the text stop matching: the flag is down here too, and this
+    # gateway checks its own text again (nothing for the members: no event for it).
+    assert react(room, Unsolved(4), OWN) == Reaction(check_solved=True)
+    # The text (the template) does not match: no news, since the flag here is down too
+    # (were it still up, the check would report the change).
+    assert room.solved_check() is None
     assert react(room, SessionClosed("older-session", "mentor-left"), OWN) == Reaction()
     assert react(room, SessionClosed("session-1", "empty"), OWN) == Reaction(dismiss="empty")
 

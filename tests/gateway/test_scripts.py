@@ -274,10 +274,11 @@ async def test_what_the_scripts_publish_is_the_channel_codecs_format(store: Room
         session = j.session  # type: ignore[attr-defined]
         await publish(store, "b", session, "gw-1", edit(template_update("tpl"), "x"))
         await store.mark_solved("b", session, 1, True)
+        await store.mark_solved("b", session, 2, False)
         await store.end_session("b", session="", now_ms=1, grace_ms=0, reason="empty", force=True)
         raw: list[bytes] = []
         deadline = time.monotonic() + scaled(5)
-        while len(raw) < 4:  # None: a subscribe confirmation (ignored) or nothing yet
+        while len(raw) < 5:  # None: a subscribe confirmation (ignored) or nothing yet
             assert time.monotonic() < deadline, f"only {len(raw)} messages published"
             item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
             if item is not None:
@@ -291,17 +292,19 @@ async def test_what_the_scripts_publish_is_the_channel_codecs_format(store: Room
         channel.Presence,
         channel.LogEntry,
         channel.Solved,
+        channel.Unsolved,
         channel.SessionClosed,
     ]
-    presence, entry, solved, closed = messages
+    presence, entry, solved, unsolved, closed = messages
     assert isinstance(presence, channel.Presence)
     assert presence == channel.Presence(presence.version, True, 0, 0)
     assert raw[0] == channel.encode_presence(presence)
     assert isinstance(entry, channel.LogEntry) and entry.origin == b"gw-1" and entry.seq == 1
     assert raw[1] == channel.encode_log_entry(entry.origin, entry.epoch, entry.seq, entry.update)
     assert solved == channel.Solved(1) and raw[2] == channel.encode_solved(1)
+    assert unsolved == channel.Unsolved(2) and raw[3] == channel.encode_unsolved(2)
     assert closed == channel.SessionClosed(session, "empty")
-    assert raw[3] == channel.encode_session_closed(session, "empty")
+    assert raw[4] == channel.encode_session_closed(session, "empty")
 
 
 async def test_history_records_the_session_and_is_bounded(store: RoomStore) -> None:
