@@ -1,7 +1,18 @@
 """Fleet housekeeping: heartbeats, reaping dead gateways, closing rooms after the grace.
 
-Every gateway runs this loop each ``HEARTBEAT_INTERVAL_SECONDS``:
-1. heartbeat: ``ZADD gateways <now> <id>``;
+The heartbeat is its own loop (``ZADD gateways <now> <id>`` each
+``HEARTBEAT_INTERVAL_SECONDS``): it says the process is alive and serving its sockets,
+so no slow housekeeping step (a repair that waits out a restarted primary's
+``CLUSTERDOWN``, a reap of many rooms) can make the others reap a gateway that is alive.
+If the heartbeat finds its entry gone (the others reaped it anyway: a stall longer than
+``GATEWAY_DEAD_AFTER_SECONDS``, a partition; or the node holding the set restarted
+empty), the next tick checks one member of every served room (``HEXISTS``, 64 rooms a
+pipeline) and resyncs the rooms whose members are gone: they are registered again and a
+mentor's grace started by the reap is cancelled. (A set merely lost with its node finds
+every member there, and resyncs nothing.)
+
+The housekeeping loop runs each ``HEARTBEAT_INTERVAL_SECONDS`` too:
+1. (the heartbeat loop above);
 2. notice a Redis primary that restarted empty (its run id changed; every primary on a
    cluster) and write back what it held: the rooms of its slots, and the fleet-wide
    sets if they lived there (``runids.py``; docs/cluster.md);
@@ -67,17 +78,22 @@ class Housekeeper:
         # unreachable, nobody could heartbeat, so no one is reaped until every gateway
         # had ``dead_after`` to heartbeat again.
         self._healthy_since: float | None = None
+        self._beats = 0  # heartbeats that went through
+        self._check_members = False  # the heartbeat's entry was gone: were we reaped?
         self._ticks = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.redis_ok = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="housekeeping")
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._loop(), name="housekeeping"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.keys.gateways, self.id)
@@ -85,6 +101,34 @@ class Housekeeper:
                 await pipe.execute()
         except RedisError as exc:
             log.warning("could not deregister: %s", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._interval
+        while True:
+            started = time.monotonic()
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                self._healthy_since = None  # the housekeeping loop says Redis is down
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def heartbeat(self) -> None:
+        """``ZADD``; an entry that was not there any more (after the first beat) means the
+        others reaped this gateway, or lost the set: the next tick checks the members."""
+        added = await self.redis.zadd(self.keys.gateways, {self.id: now_ms()})
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
+        if added and self._beats:
+            log.warning(
+                "this gateway's heartbeat was gone from the fleet (reaped while alive, or "
+                "redis lost it): checking its rooms' members"
+            )
+            self._check_members = True
+        self._beats += 1
 
     async def _loop(self) -> None:
         interval = self._interval
@@ -109,15 +153,20 @@ class Housekeeper:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def tick(self) -> None:
-        await self.redis.zadd(self.keys.gateways, {self.id: now_ms()})
-        if self._healthy_since is None:
-            self._healthy_since = time.monotonic()
         await self.notice_restarts()
+        if self._check_members:
+            marked = await self._resync.mark_unregistered()
+            self._check_members = False
+            if marked:
+                log.warning("members gone from %d rooms: resyncing them", marked)
         await self._resync.resync_pending()
         self._ticks += 1
         if self._ticks % CHECK_ROOMS_EVERY == 0:
             await self._resync.check_rooms()
-        if time.monotonic() - self._healthy_since >= self._dead_after_ms / 1000:
+        healthy_since = self._healthy_since
+        if healthy_since is not None and (
+            time.monotonic() - healthy_since >= self._dead_after_ms / 1000
+        ):
             await self.reap()
         await self.sweep()
 

@@ -111,11 +111,39 @@ class Resync:
                 handle.needs_resync = True  # housekeeping tries again
                 log.warning("resync of %s failed: %s", block_id, exc)
 
+    async def mark_unregistered(self) -> int:
+        """Mark for a resync (``resync_pending``) the served rooms whose members are not
+        registered in Redis any more (another gateway reaped this one while it was
+        alive): one ``HEXISTS`` of one member per room, ``CHECK_CHUNK`` rooms per
+        pipeline. Returns how many were marked."""
+        rooms = [
+            (handle, block_id, next(iter(core.members)))
+            for block_id, handle, core in self._registry.live()
+            if core.members and not handle.closed
+        ]
+        marked = 0
+        for start in range(0, len(rooms), CHECK_CHUNK):
+            chunk = rooms[start : start + CHECK_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, block_id, member_id in chunk:
+                    pipe.hexists(self._keys.room(block_id).members, member_id)
+                present = await pipe.execute()
+            for (handle, _, _), there in zip(chunk, present, strict=True):
+                if not there:
+                    handle.needs_resync = True
+                    marked += 1
+        return marked
+
     async def resync_pending(self) -> None:
-        """Housekeeping: resync rooms that noticed Redis lost something of theirs."""
+        """Housekeeping: resync rooms that noticed Redis lost something of theirs. A
+        failure keeps the room's mark (and stops here: the next tick tries again)."""
         for block_id, handle, core in self._registry.live():
             if handle.needs_resync and not handle.closed:
-                await self._resync(block_id, handle, core)
+                try:
+                    await self._resync(block_id, handle, core)
+                except RedisError:
+                    handle.needs_resync = True
+                    raise
 
     async def _resync(
         self, block_id: str, handle: RoomHandle, core: RoomCore, suspect: bool = False

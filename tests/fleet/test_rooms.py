@@ -13,16 +13,20 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from services.gateway import tokens
+from services.gateway.store import RoomStore, now_ms
 from shared.keys import Keys
 from shared.protocol import CloseCode
+from shared.redisconn import redis_client
+from shared.settings import load_settings
 from tests.fleet.classroom import Classroom, boundaries
 from tests.fleet.conftest import GRACE, KEEPALIVE, BlockInfo, Blocks, unique_client
 from tests.hardening.tools import raw_connect
-from tests.infra import Fleet, scaled, scrape
+from tests.infra import EmbeddedMongo, Fleet, RedisServer, scaled, scrape
 from tests.yclient import RoomClient, close_all, join, wait_for
 
 pytestmark = [pytest.mark.fleet]
@@ -234,6 +238,32 @@ async def test_solved_when_the_match_takes_edits_racing_on_both_gateways(
     await close_all(*everyone)
 
 
+async def test_solved_again_when_one_gateway_breaks_the_match_and_another_mends_it(
+    tmp_path: Path, redis_server: RedisServer, mongo: EmbeddedMongo
+) -> None:
+    """The student on the second gateway breaks the solved code, the one on the first
+    mends it: the first gateway must know the match was broken (the `N` message), or it
+    takes the mended text for the match it already announced. (The periodic log check
+    would find it a few heartbeats later: heartbeats of 30 s keep it out of the way.)"""
+    env = {"HEARTBEAT_INTERVAL_SECONDS": 30, "GATEWAY_DEAD_AFTER_SECONDS": 90}
+    with Fleet(tmp_path, gateways=2, redis=redis_server, mongo=mongo, env=env) as fleet:
+        gw = [g.ws_url + "/ws/rooms" for g in fleet.gateways]
+        block = Blocks(fleet).new()
+        mentor, s1, s2, w = everyone = await mentor_two_students_watcher(gw, block.id)
+
+        def solved_everywhere(times: int) -> Callable[[], bool]:
+            return lambda: all(c.count("solved") == times for c in everyone)
+
+        s1.set_text(block.solution)
+        await wait_for(solved_everywhere(1), 5)
+        for times in (2, 3):
+            s1.type_at_end("z")  # broken on the second gateway
+            await wait_for(lambda: all(c.value == block.solution + "z" for c in everyone), 5)
+            del s2.text[len(s2.text) - 1 :]  # mended on the first
+            await wait_for(solved_everywhere(times), 5)
+        await close_all(*everyone)
+
+
 async def test_solution_never_reaches_a_client(blocks: Blocks, gw: list[str]) -> None:
     block = blocks.new(solution="const SECRET_SOLUTION_MARKER = 1;\n")
     frames: list[bytes] = []
@@ -323,6 +353,50 @@ async def test_a_grace_lost_with_the_closing_set_still_ends_the_room(
         await fresh.close()
     finally:
         redis.close()
+
+
+async def test_a_gateway_reaped_while_alive_registers_its_members_again(
+    room_fleet: Fleet, blocks: Blocks, gw: list[str]
+) -> None:
+    """Another gateway reaped gw-1 although it was alive (a stall or a partition longer
+    than GATEWAY_DEAD_AFTER_SECONDS): its members were removed from the rooms and its
+    heartbeat from the fleet. gw-1's next heartbeat finds its entry gone and resyncs its
+    rooms: the counts are right again and its students keep editing."""
+    keys = Keys(room_fleet.env["REDIS_PREFIX"])
+    block = blocks.new()
+    mentor = await join(gw[1], block.id)
+    students = [await join(gw[0], block.id) for _ in range(2)]
+    await wait_for(lambda: presence(mentor) == (True, 2, 0), 5)
+    sync = room_fleet.redis.client()
+    settings = load_settings(
+        redis_url=room_fleet.env["REDIS_URL"],
+        redis_cluster=room_fleet.env.get("REDIS_CLUSTER") == "true",
+        redis_cluster_nodes=room_fleet.env.get("REDIS_CLUSTER_NODES", ""),
+    )
+    client = redis_client(settings)
+    try:
+        members = sync.hgetall(keys.room(block.id).members)
+        reaped = {m.split("/")[0] for m, v in members.items() if v.startswith("s")}
+        assert len(reaped) == 1
+        gateway = reaped.pop()
+        # What the reaper does (Housekeeper.reap), with the same script.
+        removed, _, _ = await RoomStore(client, keys).leave(
+            block.id, gateway + "/", now_ms(), prefix=True
+        )
+        assert removed == 2
+        sync.delete(keys.gateway_rooms(gateway))
+        sync.zrem(keys.gateways, gateway)
+        await wait_for(lambda: presence(mentor) == (True, 0, 0), 5)
+        await wait_for(lambda: presence(mentor) == (True, 2, 0), 10)
+        assert sync.zscore(keys.gateways, gateway) is not None
+        assert sync.sismember(keys.gateway_rooms(gateway), block.id)
+        assert "heartbeat was gone from the fleet" in room_fleet.gateways[0].log_text()
+        students[0].type_at_end("still here")
+        await wait_for(lambda: all("still here" in c.value for c in (mentor, students[1])), 5)
+    finally:
+        sync.close()
+        await client.aclose()
+    await close_all(mentor, *students)
 
 
 async def test_mentor_refresh_with_resume_token_keeps_the_room(
