@@ -183,8 +183,9 @@ def readme(
     machine: JSON,
     date: str,
 ) -> Path:
-    path = out_dir.parent / "README.md"
-    rel = out_dir.name
+    index = bench_index(out_dir)
+    path = index / "README.md"
+    rel = out_dir.relative_to(index).as_posix()
     block = [
         START,
         f"## Latest side-by-side ({date}, `make bench-compare`)",
@@ -217,6 +218,17 @@ def readme(
         text = text.rstrip() + "\n\n" + "\n".join(block) + "\n"
     path.write_text(text)
     return path
+
+
+def bench_index(out_dir: Path) -> Path:
+    """The folder whose README gets the latest block: the nearest above ``out_dir``
+    whose README has it (docs/bench/ for OUT=docs/bench/<date>/<name> too), else the
+    parent."""
+    for folder in out_dir.parents:
+        readme = folder / "README.md"
+        if readme.is_file() and START in readme.read_text():
+            return folder
+    return out_dir.parent
 
 
 TEMPLATE = f"""# Benchmarks

@@ -1,12 +1,15 @@
-"""The benchmark's pure helpers: PIN parsing and the loop-lag window."""
+"""The benchmark's pure helpers: PIN parsing, the loop-lag window, where the latest block
+goes."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from bench import looplag
+from bench.output import END, START, bench_index
 from bench.pinning import Pin, parse_pin
 
 TEXT = """# HELP coderoom_gateway_loop_lag_seconds lag
@@ -73,3 +76,13 @@ def test_gc_pauses_per_generation_over_the_window() -> None:
     assert gen0 == {"collections": 800, "longest": 0.001, "over5ms": 0}
     assert gen1 == {"collections": 0, "longest": None, "over5ms": 0}  # none exported
     assert gen2 == {"collections": 4, "longest": 0.05, "over5ms": 3}
+
+
+def test_the_latest_block_goes_to_the_bench_index_however_deep_out_is(tmp_path: Path) -> None:
+    docs = tmp_path / "docs" / "bench"
+    (docs / "2026-11-30" / "s4").mkdir(parents=True)
+    assert bench_index(docs / "2026-11-30") == docs  # no index yet: the parent
+    (docs / "README.md").write_text(f"# Benchmarks\n\n{START}\n{END}\n")
+    assert bench_index(docs / "2026-11-30") == docs
+    assert bench_index(docs / "2026-11-30" / "s4") == docs  # OUT=docs/bench/<date>/s4
+    assert bench_index(tmp_path / "elsewhere") == tmp_path
