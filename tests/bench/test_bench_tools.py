@@ -86,3 +86,14 @@ def test_the_latest_block_goes_to_the_bench_index_however_deep_out_is(tmp_path: 
     assert bench_index(docs / "2026-11-30") == docs
     assert bench_index(docs / "2026-11-30" / "s4") == docs  # OUT=docs/bench/<date>/s4
     assert bench_index(tmp_path / "elsewhere") == tmp_path
+
+
+def test_the_script_cost_measure_runs_and_its_variants_differ(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import scriptcost
+
+    monkeypatch.setenv("N", "50")
+    scriptcost.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" redis CPU")[0].strip() for line in lines] == list(scriptcost.VARIANTS)
