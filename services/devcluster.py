@@ -8,7 +8,9 @@ callers spawn and supervise the processes.
 
 With a ``Tls`` (one self-signed certificate, ``make_cert``) every node speaks TLS only:
 no plaintext port (``--port 0 --tls-port P``), the cluster bus and replication in TLS
-too, clients not asked for a certificate; the URL is ``rediss://...?ssl_ca_certs=``.
+too; clients are asked for a certificate only with ``Tls.auth_clients`` (then they
+present the same one). The URL is ``rediss://...?ssl_ca_certs=`` (``&ssl_certfile=``,
+``&ssl_keyfile=``).
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ async def cluster_ok(ports: list[int], password: str = "", tls: Tls | None = Non
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
+    certificate = client_cert_options(tls)
     for port in ports:
         client = Redis(
             host="127.0.0.1",
@@ -185,8 +188,8 @@ async def cluster_ok(ports: list[int], password: str = "", tls: Tls | None = Non
             socket_connect_timeout=1,
             ssl=tls is not None,
             ssl_ca_certs=str(tls.ca_file) if tls else None,
-            ssl_certfile=client_cert_options(tls).get("ssl_certfile"),
-            ssl_keyfile=client_cert_options(tls).get("ssl_keyfile"),
+            ssl_certfile=certificate.get("ssl_certfile"),
+            ssl_keyfile=certificate.get("ssl_keyfile"),
         )
         try:
             info = await client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]

@@ -206,7 +206,9 @@ class Admission:
         try:
             joined = await self._join(block_id, member_id, watcher, client_id, claimed, block)
             if joined.mentor_left_at is not None:
-                await self._closer.keep_grace(block_id, joined.mentor_left_at)
+                await self._closer.start_grace(
+                    block_id, since=joined.mentor_left_at, keep_earlier=True
+                )
         except RedisError as exc:
             log.warning("join failed: %s", exc)
             await disconnect(ws, CloseCode.TRY_AGAIN_LATER, "room state unavailable")

@@ -36,17 +36,14 @@ class RoomCloser:
         self._metrics = metrics
         self._grace_ms = int(grace_seconds * 1000)
 
-    async def start_grace(self, block_id: str, *, keep_earlier: bool = False) -> None:
-        """The mentor is away: end the room when the grace is over, unless they are back.
-        ``keep_earlier`` keeps a deadline already set (a resync finding them away)."""
-        deadline = now_ms() + self._grace_ms
+    async def start_grace(
+        self, block_id: str, *, since: int | None = None, keep_earlier: bool = False
+    ) -> None:
+        """The mentor is away (since ``since`` ms, else from now): end the room when the
+        grace is over, unless they are back. ``keep_earlier`` keeps a deadline already
+        set (a resync, or a joiner, finding them away: the set's node may have lost it)."""
+        deadline = (now_ms() if since is None else since) + self._grace_ms
         await self._redis.zadd(self._keys.closing, {block_id: deadline}, nx=keep_earlier)
-
-    async def keep_grace(self, block_id: str, mentor_left_at: int) -> None:
-        """A joiner found the mentor away: make sure their grace is in the closing set
-        (it may have been lost with the set's node); a deadline already set is kept."""
-        deadline = mentor_left_at + self._grace_ms
-        await self._redis.zadd(self._keys.closing, {block_id: deadline}, nx=True)
 
     @property
     def grace_ms(self) -> int:

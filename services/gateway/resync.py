@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
+from itertools import batched
 
 from pycrdt import Doc, Text
 from redis.asyncio import Redis
@@ -86,16 +87,14 @@ class Resync:
         """Set again the grace of the rooms whose mentor is away (the closing set's primary
         restarted empty): their state says since when; ``CHECK_CHUNK`` rooms per pipeline.
         A deadline still there is kept (``ZADD NX``)."""
-        rooms = sorted(block_ids)
-        for start in range(0, len(rooms), CHECK_CHUNK):
-            chunk = rooms[start : start + CHECK_CHUNK]
+        for chunk in batched(sorted(block_ids), CHECK_CHUNK, strict=False):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for block_id in chunk:
                     pipe.hget(self._keys.room(block_id).state, "mentor_left_at")
                 away = await pipe.execute()
             for block_id, left_at in zip(chunk, away, strict=True):
                 if left_at is not None:
-                    await self._closer.keep_grace(block_id, int(left_at))
+                    await self._closer.start_grace(block_id, since=int(left_at), keep_earlier=True)
 
     async def resync_rooms(
         self, block_ids: set[str] | None, suspect: frozenset[str] = frozenset()
@@ -122,8 +121,7 @@ class Resync:
             if core.members and not handle.closed
         ]
         marked = 0
-        for start in range(0, len(rooms), CHECK_CHUNK):
-            chunk = rooms[start : start + CHECK_CHUNK]
+        for chunk in batched(rooms, CHECK_CHUNK, strict=False):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for _, block_id, member_id in chunk:
                     pipe.hexists(self._keys.room(block_id).members, member_id)
@@ -196,11 +194,10 @@ class Resync:
         ``CHECK_CHUNK`` rooms per pipeline, the loop free between chunks: one pipeline
         for every served room built and read in one callback stalled the gateway (and
         the keystrokes in flight) in proportion to its rooms (docs/bench/tail.md)."""
-        rooms = self._registry.live()
-        for start in range(0, len(rooms), CHECK_CHUNK):
-            await self._check_chunk(rooms[start : start + CHECK_CHUNK])
+        for chunk in batched(self._registry.live(), CHECK_CHUNK, strict=False):
+            await self._check_chunk(chunk)
 
-    async def _check_chunk(self, rooms: list[tuple[str, RoomHandle, RoomCore]]) -> None:
+    async def _check_chunk(self, rooms: tuple[tuple[str, RoomHandle, RoomCore], ...]) -> None:
         sent = [Sent(core.session, core.epoch, core.applied_seq) for _, _, core in rooms]
         async with self._redis.pipeline(transaction=False) as pipe:
             for block_id, _, _ in rooms:

@@ -302,15 +302,12 @@ class RoomCore:
         # never fewer than the characters) rules out a short text before it is copied
         # out of the document.
         solution = self._solution
-        if len(self.text) < len(solution):
-            match = False
-        else:
-            text = str(self.text)
-            match = (
-                len(text) >= len(solution)
-                and text.startswith(self._solution_head)
-                and (text == solution or normalize_code(text) == solution)
-            )
+        match = (
+            len(self.text) >= len(solution)
+            and len(text := str(self.text)) >= len(solution)
+            and text.startswith(self._solution_head)
+            and (text == solution or normalize_code(text) == solution)
+        )
         if match == self.solved:
             return None
         self.solved = match
