@@ -91,7 +91,7 @@ class SlotMap:
 def _pairs(raw: list[Any] | dict[Any, Any]) -> dict[str, Any]:
     """A RESP2 flat ``[name, value, ...]`` list, or redis-py's dict of it, with str names."""
     items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in items}
+    return {as_text(k): v for k, v in items}
 
 
 def as_text(value: Any) -> str:
